@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Install the Debian packages the build, tests, demo and benchmarks need.
+# Idempotent: a second run checks dpkg and returns without touching apt.
+set -euo pipefail
+
+# meson >= 1.5 and python3-pycotap come from bookworm-backports.
+BPO_PKGS="meson python3-pycotap"
+PKGS="build-essential pkg-config ninja-build libglib2.0-dev libpixman-1-dev
+libfdt-dev zlib1g-dev flex bison python3-venv python3-setuptools
+seabios ipxe-qemu qemu-system-data ccache xz-utils dpkg-dev git
+busybox-static cpio gzip"
+
+missing() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+            grep -q 'install ok installed' || echo "$p"
+    done
+}
+
+meson_ok() {
+    command -v meson >/dev/null &&
+        dpkg --compare-versions "$(meson --version)" ge 1.5
+}
+
+# Add bookworm-backports (deb and deb-src) and deb-src for the base suites,
+# derived from the mirrors this machine already uses: no host name is
+# written into the repository.
+add_sources() {
+    local out=/etc/apt/sources.list.d/qemu-ivshmem.sources
+    [ -f "$out" ] && return 0
+    local uri
+    uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+          awk '{print $2}' | grep -v security | head -1)
+    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+        uri=$(awk '$1 == "deb" && $0 !~ /security/ {
+                   for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }' \
+              /etc/apt/sources.list)
+    fi
+    if [ -z "$uri" ]; then
+        echo "deps: cannot find a Debian mirror in the apt sources" >&2
+        exit 1
+    fi
+    local codename
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    cat > "$out" <<SRC
+# Added by qemu-ivshmem tools/deps.sh from this machine's own apt sources.
+Types: deb deb-src
+URIs: $uri
+Suites: $codename-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: $uri
+Suites: $codename $codename-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    echo "deps: wrote $out (mirror $uri)"
+    UPDATED=
+}
+
+need=$(missing $PKGS $BPO_PKGS)
+if [ -z "$need" ] && meson_ok; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages ($need); run as root: $0" >&2
+    exit 1
+fi
+UPDATED=no
+add_sources
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+need=$(missing $PKGS)
+[ -z "$need" ] || apt-get install -y -qq --no-install-recommends $need
+apt-get install -y -qq --no-install-recommends -t "$codename-backports" $BPO_PKGS
+meson_ok || { echo "deps: meson >= 1.5 not available" >&2; exit 1; }
