@@ -19,6 +19,14 @@ flock 9
 
 "$top/tools/compose.sh" > /dev/null
 
+# ccache (installed by tools/deps.sh) through its compiler links; paths
+# relative to the tree's parent so a fresh clone elsewhere hits the cache.
+if [ -d /usr/lib/ccache ]; then
+    export PATH=/usr/lib/ccache:$PATH
+    export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(dirname "$work")}
+    export CCACHE_NOHASHDIR=1
+fi
+
 builddir=$work/build
 extra=()
 if [ "${SANITIZE:-0}" = 1 ]; then
@@ -28,10 +36,11 @@ fi
 
 if [ ! -f "$builddir/build.ninja" ]; then
     mkdir -p "$builddir"
-    # The +ds tarball has no edk2 blobs: hide bzip2 from meson so that
-    # pc-bios/ does not try to unpack them.  Firmware comes from Debian's
-    # seabios, ipxe-qemu and qemu-system-data through --firmwarepath.
-    printf '[binaries]\nbzip2 = %s\n' "'/nonexistent/bzip2'" > "$builddir/no-bzip2.ini"
+    # The +ds tarball has no edk2 blobs, which pc-bios/meson.build unpacks
+    # for x86_64: give it empty ones (UEFI is not used here).  Firmware
+    # comes from Debian's seabios, ipxe-qemu and qemu-system-data through
+    # --firmwarepath.
+    "$top/tools/edk2-placeholders.sh" "$work"
     (cd "$builddir" && "$work/configure" \
         --python=/usr/bin/python3 \
         --target-list=x86_64-softmmu \
@@ -40,8 +49,7 @@ if [ ! -f "$builddir/build.ninja" ]; then
         --disable-docs --disable-install-blobs \
         --enable-werror \
         --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
-        "${extra[@]}" \
-        --native-file="$builddir/no-bzip2.ini") > "$builddir/configure.log" 2>&1 || {
+        "${extra[@]}") > "$builddir/configure.log" 2>&1 || {
         tail -30 "$builddir/configure.log" >&2
         echo "build: configure failed; log in $builddir/configure.log" >&2
         rm -f "$builddir/build.ninja"

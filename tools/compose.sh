@@ -8,7 +8,7 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-series=$top/series
+series=${SERIES:-$top/series}
 work=${QEMU_WORK:-$top/out/qemu}
 pristine=$("$top/tools/fetch-qemu.sh")
 

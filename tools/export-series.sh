@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Export the series as git format-patch files against pristine QEMU 10.0.2.
+#
+# series/commits cuts series/ into ordered commits (see its header for the
+# format).  Every series item (series/files/*, series/patches/*.diff and
+# each line of series/removed) must belong to exactly one commit; an
+# unassigned item is an error, so a new file can't be silently dropped.
+#
+# The commits are built in a bare repository, straight into the index
+# (nothing is checked out, and upstream files the series deletes are
+# removed by git without being read).  Identity and dates are fixed, so
+# the same series always gives the same commits and the same patches.
+#
+#   SERIES_OUT=DIR   output directory (default out/series-export):
+#                    DIR/repo.git holds refs/heads/series, DIR/patches the
+#                    format-patch files (0000 is the cover letter)
+# The last output line is the patches directory.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+series=$top/series
+spec=$series/commits
+out=${SERIES_OUT:-$top/out/series-export}
+pristine=$("$top/tools/fetch-qemu.sh")
+version=$(cat "$pristine/VERSION")
+base_repo=$top/out/qemu-$version-base.git
+
+die() { echo "export-series: $*" >&2; exit 1; }
+warn() { echo "export-series: warning: $*" >&2; }
+
+[ -f "$spec" ] || die "no $spec"
+
+# --- Parse series/commits -------------------------------------------------
+author= date=
+ncommits=0
+subjects=() bodies=() patterns=()
+cover_subject= cover_body=
+section=header          # header | body | paths | cover
+lineno=0
+append_body() {         # LINE: add to the current commit or cover body
+    if [ "$section" = cover ]; then
+        cover_body+="$1"$'\n'
+    else
+        bodies[ncommits - 1]+="$1"$'\n'
+    fi
+}
+while IFS= read -r line || [ -n "$line" ]; do
+    lineno=$((lineno + 1))
+    case "$line" in
+    '#'*) continue ;;
+    '=== cover: '*)
+        cover_subject=${line#=== cover: }
+        section=cover
+        ;;
+    '=== '*)
+        ncommits=$((ncommits + 1))
+        subjects+=("${line#=== }")
+        bodies+=("")
+        patterns+=("")
+        section=body
+        ;;
+    '--- paths')
+        [ "$section" = body ] || die "commits:$lineno: '--- paths' outside a commit"
+        section=paths
+        ;;
+    *)
+        case "$section" in
+        header)
+            case "$line" in
+            author:*) author=$(echo "${line#author:}" | sed 's/^ *//') ;;
+            date:*) date=$(echo "${line#date:}" | sed 's/^ *//') ;;
+            '') ;;
+            *) die "commits:$lineno: unexpected header line: $line" ;;
+            esac
+            ;;
+        body | cover) append_body "$line" ;;
+        paths)
+            p=$(echo "$line" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+            [ -z "$p" ] && continue
+            case "$p" in
+            files/* | patches/* | removed/*) ;;
+            *) die "commits:$lineno: path must start with files/, patches/ or removed/: $p" ;;
+            esac
+            patterns[ncommits - 1]+="$p"$'\n'
+            ;;
+        esac
+        ;;
+    esac
+done < "$spec"
+
+[ -n "$author" ] || die "commits: no 'author:' header"
+[ -n "$date" ] || die "commits: no 'date:' header"
+[ "$ncommits" -gt 0 ] || die "commits: no commit"
+start_epoch=$(date -u -d "$date" +%s) || die "commits: bad date '$date'"
+for i in $(seq 0 $((ncommits - 1))); do
+    [ -n "${patterns[i]}" ] || die "commit '${subjects[i]}' lists no paths"
+done
+
+# --- List the series items and assign each to exactly one commit ----------
+for f in "$series"/*; do
+    case "${f##*/}" in
+    files | patches | removed | commits) ;;
+    *) die "unknown series item ${f#"$top"/}: put it under files/ or patches/" ;;
+    esac
+done
+items=$(
+    (cd "$series" && find files patches -type f 2>/dev/null | sort)
+    grep -v '^[[:space:]]*\(#\|$\)' "$series/removed" | sed 's|/*$||; s|^|removed/|'
+)
+declare -A owner=()
+for item in $items; do
+    for i in $(seq 0 $((ncommits - 1))); do
+        while IFS= read -r pat; do
+            [ -n "$pat" ] || continue
+            # shellcheck disable=SC2053  # the pattern is meant to glob
+            if [[ $item == $pat ]]; then
+                if [ -n "${owner[$item]:-}" ] && [ "${owner[$item]}" != "$i" ]; then
+                    die "$item is in two commits: '${subjects[owner[$item]]}' and '${subjects[i]}'"
+                fi
+                owner[$item]=$i
+            fi
+        done <<< "${patterns[i]}"
+    done
+done
+unassigned=0
+for item in $items; do
+    if [ -z "${owner[$item]:-}" ]; then
+        echo "export-series: series/$item is in no commit of series/commits" >&2
+        unassigned=1
+    fi
+    case "$item" in
+    patches/*.diff) ;;
+    patches/*) die "series/$item: diffs must be named <qemu path>.diff" ;;
+    esac
+done
+[ "$unassigned" = 0 ] || die "assign every series item to a commit in series/commits"
+for i in $(seq 0 $((ncommits - 1))); do
+    while IFS= read -r pat; do
+        [ -n "$pat" ] || continue
+        hit=0
+        for item in $items; do
+            # shellcheck disable=SC2053
+            if [[ $item == $pat ]]; then hit=1; break; fi
+        done
+        [ "$hit" = 1 ] || warn "'$pat' (in '${subjects[i]}') matches no series item"
+    done <<< "${patterns[i]}"
+done
+for item in $items; do
+    case "$item" in
+    patches/*)
+        f=${item#patches/}
+        f=${f%.diff}
+        [ ! -e "$series/files/$f" ] || die "$f has both a file and a diff in series/"
+        [ -f "$pristine/$f" ] || die "series/$item patches $f, which upstream does not have"
+        ;;
+    removed/*)
+        [ -e "$pristine/${item#removed/}" ] || die "removed path ${item#removed/} is not upstream"
+        ;;
+    esac
+done
+
+# --- The pristine base repository (cached) --------------------------------
+name=${author% <*}
+email=${author##*<}
+email=${email%>}
+export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email
+export GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
+base_date="@$start_epoch +0000"
+if [ ! -f "$base_repo/qemu-pristine" ] ||
+   [ "$(cat "$base_repo/qemu-pristine")" != "$pristine" ]; then
+    echo "export-series: creating base repository $base_repo" >&2
+    rm -rf "$base_repo"
+    git init -q --bare "$base_repo"
+    # -f: take every file of the tarball, whatever QEMU's .gitignore says;
+    # .unpacked is fetch-qemu.sh's marker, not QEMU.
+    GIT_DIR=$base_repo GIT_WORK_TREE=$pristine GIT_INDEX_FILE=$base_repo/base-index \
+        git add -A -f -- . ':(exclude).unpacked'
+    tree=$(GIT_DIR=$base_repo GIT_INDEX_FILE=$base_repo/base-index git write-tree)
+    rm -f "$base_repo/base-index"
+    base=$(echo "QEMU $version" |
+           GIT_DIR=$base_repo GIT_AUTHOR_DATE=$base_date GIT_COMMITTER_DATE=$base_date \
+           git commit-tree "$tree")
+    GIT_DIR=$base_repo git update-ref refs/heads/master "$base"
+    GIT_DIR=$base_repo git tag "v$version" "$base"
+    echo "$pristine" > "$base_repo/qemu-pristine"
+fi
+base=$(GIT_DIR=$base_repo git rev-parse "refs/tags/v$version^{commit}")
+
+# --- Build the commits ----------------------------------------------------
+repo=$out/repo.git
+patches=$out/patches
+rm -rf "$repo" "$patches"
+mkdir -p "$out"
+git clone -q --bare --shared "$base_repo" "$repo"
+export GIT_DIR=$repo
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export GIT_INDEX_FILE=$tmp/index
+git read-tree "$base"
+
+# Does the series provide its own version of upstream file $1?
+provided() { [ -e "$series/files/$1" ]; }
+
+add_blob() {            # MODE SRC PATH
+    local blob
+    blob=$(git hash-object -w -- "$2")
+    git update-index --add --cacheinfo "$1,$blob,$3"
+}
+apply_item() {          # ITEM
+    local f mode
+    case "$1" in
+    files/*)
+        f=${1#files/}
+        mode=100644
+        [ -x "$series/$1" ] && mode=100755
+        add_blob "$mode" "$series/$1" "$f"
+        ;;
+    patches/*)
+        f=${1#patches/}
+        f=${f%.diff}
+        mode=$(git ls-tree "$base" -- "$f" | awk '{print $1}')
+        mkdir -p "$tmp/p/$(dirname "$f")"
+        cp "$pristine/$f" "$tmp/p/$f"
+        patch -s -p1 -d "$tmp/p" --no-backup-if-mismatch -r - < "$series/$1" >&2 ||
+            die "series/$1 does not apply to QEMU's $f"
+        add_blob "$mode" "$tmp/p/$f" "$f"
+        ;;
+    removed/*)
+        f=${1#removed/}
+        # Delete the upstream files under the path, except those the series
+        # replaces with its own (their commit rewrites them).
+        git ls-tree -r --name-only "$base" -- "$f" | while IFS= read -r u; do
+            provided "$u" || git update-index --force-remove -- "$u"
+        done
+        ;;
+    esac
+}
+
+head=$base
+for i in $(seq 0 $((ncommits - 1))); do
+    for item in $items; do
+        if [ "${owner[$item]}" = "$i" ]; then
+            apply_item "$item"
+        fi
+    done
+    tree=$(git write-tree)
+    # Strip leading/trailing blank lines of the body.
+    body=$(printf '%s' "${bodies[i]}" | sed -e '/./,$!d' | sed -e ':a' -e '/^\n*$/{$d;N;ba' -e '}')
+    [ -n "$body" ] || die "commit '${subjects[i]}' has no body"
+    printf '%s\n\n%s\n\nSigned-off-by: %s\n' "${subjects[i]}" "$body" "$author" > "$tmp/msg"
+    when="@$((start_epoch + 60 * (i + 1))) +0000"
+    head=$(GIT_AUTHOR_DATE=$when GIT_COMMITTER_DATE=$when \
+           git commit-tree "$tree" -p "$head" -F "$tmp/msg")
+done
+git update-ref refs/heads/series "$head"
+
+# --- format-patch ---------------------------------------------------------
+cover=()
+if [ -n "$cover_subject" ]; then
+    desc=$(printf '%s\n\n%s' "$cover_subject" "$cover_body" | sed -e ':a' -e '/^\n*$/{$d;N;ba' -e '}')
+    git config branch.series.description "$desc"
+    cover=(--cover-letter --cover-from-description=subject)
+fi
+# -B: a rewritten upstream file is shown as a whole new text, not as a
+# meaningless line-by-line diff against the old one.
+when="@$((start_epoch + 60 * (ncommits + 1))) +0000"
+GIT_AUTHOR_DATE=$when GIT_COMMITTER_DATE=$when \
+    git format-patch -q -B --no-renames --no-signature --base="$base" \
+        "${cover[@]}" -o "$patches" "$base..series" > /dev/null
+echo "export-series: $ncommits commits on $base (QEMU $version) in $repo" >&2
+echo "$patches"
