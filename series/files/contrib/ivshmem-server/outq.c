@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* ivshmem-server: shared fds and bounded per-client outgoing queues. */
+
+#include "qemu/osdep.h"
+#include "qemu/ivshmem-proto.h"
+#include "outq.h"
+
+#define OUTQ_MIN_CAP 16
+
+SharedFd *shared_fd_new(int fd)
+{
+    SharedFd *sfd = g_new(SharedFd, 1);
+
+    sfd->fd = fd;
+    sfd->refs = 1;
+    return sfd;
+}
+
+SharedFd *shared_fd_ref(SharedFd *sfd)
+{
+    sfd->refs++;
+    return sfd;
+}
+
+void shared_fd_unref(SharedFd *sfd)
+{
+    if (sfd && --sfd->refs == 0) {
+        close(sfd->fd);
+        g_free(sfd);
+    }
+}
+
+void outq_init(OutQueue *q, size_t limit)
+{
+    *q = (OutQueue) { .limit = limit };
+}
+
+static void outq_grow(OutQueue *q)
+{
+    size_t new_cap = MAX(q->cap * 2, OUTQ_MIN_CAP);
+    OutMsg *ring = g_new(OutMsg, new_cap);
+    size_t i;
+
+    for (i = 0; i < q->len; i++) {
+        ring[i] = q->ring[(q->head + i) % q->cap];
+    }
+    g_free(q->ring);
+    q->ring = ring;
+    q->cap = new_cap;
+    q->head = 0;
+}
+
+bool outq_push(OutQueue *q, int64_t value, SharedFd *sfd)
+{
+    OutMsg *m;
+
+    if (q->len >= q->limit) {
+        return false;
+    }
+    if (q->len == q->cap) {
+        outq_grow(q);
+    }
+    m = &q->ring[(q->head + q->len) % q->cap];
+    m->value = value;
+    m->sfd = sfd ? shared_fd_ref(sfd) : NULL;
+    q->len++;
+    return true;
+}
+
+static void outq_pop(OutQueue *q)
+{
+    shared_fd_unref(q->ring[q->head].sfd);
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    q->sent_bytes = 0;
+    if (q->len == 0) {
+        /* Give the memory back: idle clients should cost nothing. */
+        g_free(q->ring);
+        q->ring = NULL;
+        q->cap = 0;
+        q->head = 0;
+    }
+}
+
+/*
+ * Send the remaining bytes of the head message.  Its fd travels with its
+ * first byte, so a message resumed after a short send carries none.
+ */
+static ssize_t outq_send_head(OutQueue *q, int sock)
+{
+    const OutMsg *m = &q->ring[q->head];
+    uint8_t buf[IVSHMEM_MSG_SIZE];
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct iovec iov;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    struct cmsghdr *cmsg;
+    ssize_t n;
+
+    ivshmem_proto_encode(m->value, buf);
+    iov.iov_base = buf + q->sent_bytes;
+    iov.iov_len = sizeof(buf) - q->sent_bytes;
+
+    if (m->sfd && q->sent_bytes == 0) {
+        memset(&control, 0, sizeof(control));
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+        cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &m->sfd->fd, sizeof(int));
+    }
+
+    do {
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+OutFlushResult outq_flush(OutQueue *q, int sock)
+{
+    while (q->len > 0) {
+        ssize_t n = outq_send_head(q, sock);
+
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return OUTQ_FLUSH_BLOCKED;
+            }
+            return OUTQ_FLUSH_ERROR;
+        }
+        q->sent_bytes += n;
+        if (q->sent_bytes == IVSHMEM_MSG_SIZE) {
+            outq_pop(q);
+        }
+    }
+    return OUTQ_FLUSH_EMPTY;
+}
+
+void outq_clear(OutQueue *q)
+{
+    while (q->len > 0) {
+        outq_pop(q);
+    }
+}
