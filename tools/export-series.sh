@@ -12,6 +12,7 @@
 # removed by git without being read).  Identity and dates are fixed, so
 # the same series always gives the same commits and the same patches.
 #
+#   SERIES_DIR=DIR   the series to export (default series/)
 #   SERIES_OUT=DIR   output directory (default out/series-export):
 #                    DIR/repo.git holds refs/heads/series, DIR/patches the
 #                    format-patch files (0000 is the cover letter)
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-series=$top/series
+series=${SERIES_DIR:-$top/series}
 spec=$series/commits
 out=${SERIES_OUT:-$top/out/series-export}
 pristine=$("$top/tools/fetch-qemu.sh")
@@ -32,7 +33,7 @@ warn() { echo "export-series: warning: $*" >&2; }
 [ -f "$spec" ] || die "no $spec"
 
 # --- Parse series/commits -------------------------------------------------
-author= date=
+author= date= spread=
 ncommits=0
 subjects=() bodies=() patterns=()
 cover_subject= cover_body=
@@ -70,6 +71,7 @@ while IFS= read -r line || [ -n "$line" ]; do
             case "$line" in
             author:*) author=$(echo "${line#author:}" | sed 's/^ *//') ;;
             date:*) date=$(echo "${line#date:}" | sed 's/^ *//') ;;
+            spread:*) spread=$(echo "${line#spread:}" | sed 's/^ *//') ;;
             '') ;;
             *) die "commits:$lineno: unexpected header line: $line" ;;
             esac
@@ -109,12 +111,23 @@ items=$(
     grep -v '^[[:space:]]*\(#\|$\)' "$series/removed" | sed 's|/*$||; s|^|removed/|'
 )
 declare -A owner=()
+if [ -n "$spread" ]; then
+    case "$spread" in
+    patches/*.diff) ;;
+    *) die "commits: spread: must name a patches/*.diff" ;;
+    esac
+    [ -f "$series/$spread" ] || die "commits: spread: no series/$spread"
+    owner[$spread]=spread
+fi
 for item in $items; do
     for i in $(seq 0 $((ncommits - 1))); do
         while IFS= read -r pat; do
             [ -n "$pat" ] || continue
             # shellcheck disable=SC2053  # the pattern is meant to glob
             if [[ $item == $pat ]]; then
+                if [ "${owner[$item]:-}" = spread ]; then
+                    die "$item is spread over the commits; it can't be in '${subjects[i]}'"
+                fi
                 if [ -n "${owner[$item]:-}" ] && [ "${owner[$item]}" != "$i" ]; then
                     die "$item is in two commits: '${subjects[owner[$item]]}' and '${subjects[i]}'"
                 fi
@@ -167,6 +180,8 @@ email=${email%>}
 export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email
 export GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
 base_date="@$start_epoch +0000"
+exec 8> "$base_repo.lock"
+flock 8
 if [ ! -f "$base_repo/qemu-pristine" ] ||
    [ "$(cat "$base_repo/qemu-pristine")" != "$pristine" ]; then
     echo "export-series: creating base repository $base_repo" >&2
@@ -175,7 +190,7 @@ if [ ! -f "$base_repo/qemu-pristine" ] ||
     # -f: take every file of the tarball, whatever QEMU's .gitignore says;
     # .unpacked is fetch-qemu.sh's marker, not QEMU.
     GIT_DIR=$base_repo GIT_WORK_TREE=$pristine GIT_INDEX_FILE=$base_repo/base-index \
-        git add -A -f -- . ':(exclude).unpacked'
+        git -c core.bare=false add -A -f -- . ':(exclude).unpacked'
     tree=$(GIT_DIR=$base_repo GIT_INDEX_FILE=$base_repo/base-index git write-tree)
     rm -f "$base_repo/base-index"
     base=$(echo "QEMU $version" |
@@ -186,6 +201,7 @@ if [ ! -f "$base_repo/qemu-pristine" ] ||
     echo "$pristine" > "$base_repo/qemu-pristine"
 fi
 base=$(GIT_DIR=$base_repo git rev-parse "refs/tags/v$version^{commit}")
+flock -u 8
 
 # --- Build the commits ----------------------------------------------------
 repo=$out/repo.git
@@ -231,10 +247,84 @@ apply_item() {          # ITEM
         # Delete the upstream files under the path, except those the series
         # replaces with its own (their commit rewrites them).
         git ls-tree -r --name-only "$base" -- "$f" | while IFS= read -r u; do
-            provided "$u" || git update-index --force-remove -- "$u"
-        done
+            provided "$u" ||
+                printf '0 %040d\t%s\n' 0 "$u"
+        done | git update-index --index-info
         ;;
     esac
+}
+
+# The spread diff (MAINTAINERS) only adds lines.  Each "+F: PATTERN" line
+# goes into the first commit that touches a file PATTERN covers, the other
+# added lines (section name, M:, S:...) with the first F: line; so each
+# commit that adds files also lists them in MAINTAINERS, as checkpatch.pl
+# wants.
+declare -A f_in=()       # F: pattern -> commit that introduced it
+if [ -n "$spread" ]; then
+    spread_file=${spread#patches/}
+    spread_file=${spread_file%.diff}
+    grep -q '^-\([^-]\|$\)' "$series/$spread" &&
+        die "series/$spread may only add lines: it is spread over the commits"
+    mapfile -t f_patterns < <(sed -n 's/^+F:[[:space:]]*//p' "$series/$spread")
+    [ "${#f_patterns[@]}" -gt 0 ] || die "series/$spread adds no F: line"
+fi
+covers() {              # PATTERN PATH: does a MAINTAINERS F: pattern cover PATH?
+    case "$1" in
+    */) [[ $2 == "$1"* ]] ;;
+    *) [[ $2 == $1 ]] || [[ $2 == "$1"/* ]] ;;
+    esac
+}
+apply_spread() {        # COMMIT-INDEX PARENT: lay the spread lines due so far
+    local touched pat f
+    touched=$(git diff-index --cached --name-only "$2")
+    for pat in "${f_patterns[@]}"; do
+        [ -z "${f_in[$pat]:-}" ] || continue
+        for f in $touched; do
+            if covers "$pat" "$f"; then
+                f_in[$pat]=$1
+                break
+            fi
+        done
+    done
+    [ "${#f_in[@]}" -gt 0 ] || return 0
+    # Keep the "+F:" lines introduced so far and every other line; fix the
+    # hunk headers' new-side line counts.
+    printf '%s\n' "${!f_in[@]}" > "$tmp/f-in"
+    awk -v keepfile="$tmp/f-in" '
+        BEGIN { while ((getline l < keepfile) > 0) keep[l] = 1 }
+        function flush() {
+            if (hdr != "") {
+                printf "@@ -%s,%d +%s,%d @@\n", o, oc, n, nc
+                printf "%s", body
+            }
+            hdr = ""; body = ""
+        }
+        /^@@ / {
+            flush()
+            hdr = $0
+            split($2, a, ","); o = substr(a[1], 2)
+            split($3, b, ","); n = substr(b[1], 2)
+            oc = 0; nc = 0
+            next
+        }
+        hdr == "" { print; next }
+        /^\+F:/ {
+            p = $0; sub(/^\+F:[ \t]*/, "", p)
+            if (!(p in keep)) { next }
+        }
+        /^\+/ { nc++ }
+        /^ / || /^$/ { oc++; nc++ }
+        { body = body $0 "\n" }
+        END { flush() }
+    ' "$series/$spread" > "$tmp/spread.diff"
+    local mode
+    mode=$(git ls-tree "$base" -- "$spread_file" | awk '{print $1}')
+    rm -rf "$tmp/s"
+    mkdir -p "$tmp/s/$(dirname "$spread_file")"
+    cp "$pristine/$spread_file" "$tmp/s/$spread_file"
+    patch -s -p1 -d "$tmp/s" --no-backup-if-mismatch -r - < "$tmp/spread.diff" >&2 ||
+        die "series/$spread (lines due in commit $(($1 + 1))) does not apply"
+    add_blob "$mode" "$tmp/s/$spread_file" "$spread_file"
 }
 
 head=$base
@@ -244,7 +334,12 @@ for i in $(seq 0 $((ncommits - 1))); do
             apply_item "$item"
         fi
     done
+    if [ -n "$spread" ]; then
+        apply_spread "$i" "$head"
+    fi
     tree=$(git write-tree)
+    [ "$tree" != "$(git rev-parse "$head^{tree}")" ] ||
+        die "commit '${subjects[i]}' changes nothing"
     # Strip leading/trailing blank lines of the body.
     body=$(printf '%s' "${bodies[i]}" | sed -e '/./,$!d' | sed -e ':a' -e '/^\n*$/{$d;N;ba' -e '}')
     [ -n "$body" ] || die "commit '${subjects[i]}' has no body"
@@ -253,6 +348,12 @@ for i in $(seq 0 $((ncommits - 1))); do
     head=$(GIT_AUTHOR_DATE=$when GIT_COMMITTER_DATE=$when \
            git commit-tree "$tree" -p "$head" -F "$tmp/msg")
 done
+if [ -n "$spread" ]; then
+    for pat in "${f_patterns[@]}"; do
+        [ -n "${f_in[$pat]:-}" ] ||
+            die "series/$spread: 'F: $pat' covers no file that a commit touches"
+    done
+fi
 git update-ref refs/heads/series "$head"
 
 # --- format-patch ---------------------------------------------------------
