@@ -1,0 +1,1173 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Inter-VM shared memory PCI devices: ivshmem, ivshmem-plain and
+ * ivshmem-doorbell.
+ *
+ * All three expose the same PCI function: BAR0 holds four 32-bit
+ * registers, BAR1 the MSI-X table and PBA (devices with interrupts),
+ * BAR2 the shared memory.  The memory comes from a host memory backend
+ * (ivshmem-plain), a POSIX shared memory object (legacy shm=) or an
+ * ivshmem server (chardev=), which also hands out the eventfds that let
+ * peers interrupt each other.  The server protocol is decoded by
+ * IvshmemProto (util/ivshmem-proto.c); this file wires its actions to
+ * memory, MSI-X, INTx, ioeventfd and KVM irqfd.
+ *
+ * A server connection is fully set up (version, own ID, shared memory,
+ * peers, own vectors) before realize returns, so BAR2 is backed and
+ * IVPosition holds the device's own ID as soon as a guest can see the
+ * device: a guest that reads a valid IVPosition knows its interrupts are
+ * wired.
+ */
+
+#include "qemu/osdep.h"
+#include <poll.h>
+#include "qapi/error.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/event_notifier.h"
+#include "qemu/ivshmem-proto.h"
+#include "qemu/log.h"
+#include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qemu/units.h"
+#include "qom/object.h"
+#include "hw/pci/pci_device.h"
+#include "hw/pci/msi.h"
+#include "hw/pci/msix.h"
+#include "hw/qdev-properties.h"
+#include "hw/qdev-properties-system.h"
+#include "hw/registerfields.h"
+#include "chardev/char-fe.h"
+#include "chardev/char-socket.h"
+#include "io/channel-socket.h"
+#include "migration/blocker.h"
+#include "migration/vmstate.h"
+#include "system/hostmem.h"
+#include "system/kvm.h"
+#include "trace.h"
+
+#define TYPE_IVSHMEM_COMMON   "ivshmem-common"
+#define TYPE_IVSHMEM          "ivshmem"
+#define TYPE_IVSHMEM_PLAIN    "ivshmem-plain"
+#define TYPE_IVSHMEM_DOORBELL "ivshmem-doorbell"
+
+OBJECT_DECLARE_SIMPLE_TYPE(IvshmemState, IVSHMEM_COMMON)
+
+#define IVSHMEM_VENDOR_ID       0x1af4
+#define IVSHMEM_DEVICE_ID       0x1110
+#define IVSHMEM_SUBSYS_VENDOR   0x1af4
+#define IVSHMEM_SUBSYS_ID       0x1100
+
+#define IVSHMEM_REG_BAR         0
+#define IVSHMEM_MSIX_BAR        1
+#define IVSHMEM_SHM_BAR         2
+#define IVSHMEM_REG_BAR_SIZE    0x100
+
+#define IVSHMEM_DEFAULT_SIZE    (4 * MiB)
+#define IVSHMEM_MAX_MSIX        2048        /* PCI_MSIX_FLAGS_QSIZE + 1 */
+#define IVSHMEM_HEADER_TIMEOUT_MS 5000      /* version, ID, shm */
+#define IVSHMEM_VECTOR_TIMEOUT_MS 200       /* gap that ends the peer list */
+
+REG32(INTR_MASK, 0x00)
+REG32(INTR_STATUS, 0x04)
+REG32(IV_POSITION, 0x08)
+REG32(DOORBELL, 0x0c)
+    FIELD(DOORBELL, VECTOR, 0, 16)
+    FIELD(DOORBELL, PEER, 16, 16)
+
+typedef enum IvshmemKind {
+    IVSHMEM_KIND_LEGACY,
+    IVSHMEM_KIND_PLAIN,
+    IVSHMEM_KIND_DOORBELL,
+} IvshmemKind;
+
+/* One of our own vectors: the eventfd peers ring to interrupt us. */
+typedef struct IvshmemVector {
+    IvshmemState *s;
+    EventNotifier notifier;     /* wraps the fd owned by IvshmemProto */
+    bool connected;
+    bool irqfd;                 /* delivered by a KVM irqfd right now */
+    int virq;                   /* KVM MSI route, -1 when none */
+} IvshmemVector;
+
+struct IvshmemState {
+    PCIDevice parent_obj;
+
+    /* Properties */
+    HostMemoryBackend *memdev;
+    CharBackend server;
+    char *shm_name;
+    char *size_str;
+    char *role;
+    uint32_t vectors;
+    bool msi;
+    bool ioeventfd;
+    bool master;
+
+    /* Configuration derived at realize */
+    IvshmemKind kind;
+    uint64_t size;              /* wanted BAR2 size, 0: the object's size */
+    bool use_msix;
+    bool use_irqfd;
+
+    /* Resources */
+    MemoryRegion regs;
+    MemoryRegion shm_mr;        /* mapping of a server or shm= fd */
+    bool shm_mr_inited;
+    MemoryRegion *shm;          /* what BAR2 maps */
+    bool memdev_taken;
+    bool ram_registered;
+    Error *migration_blocker;
+    char *created_shm;          /* shm= object we created (unlink on error) */
+
+    /* Server connection */
+    IvshmemProto proto;
+    bool proto_inited;
+    bool setup_done;            /* IVPosition valid, doorbells accepted */
+    IvshmemVector *vec;         /* [vectors] */
+    GHashTable *doorbells;      /* (peer << 16 | vector) -> EventNotifier */
+    uint8_t msg[IVSHMEM_MSG_SIZE];
+    uint32_t msg_len;
+    int msg_fd;
+
+    /* Registers */
+    uint32_t intr_mask;
+    uint32_t intr_status;
+};
+
+/* Registers and interrupts */
+
+static bool ivshmem_uses_intx(IvshmemState *s)
+{
+    return s->kind == IVSHMEM_KIND_LEGACY;
+}
+
+static void ivshmem_update_intx(IvshmemState *s)
+{
+    if (ivshmem_uses_intx(s)) {
+        pci_set_irq(PCI_DEVICE(s), (s->intr_status & s->intr_mask) != 0);
+    }
+}
+
+static void ivshmem_raise(IvshmemState *s, unsigned vector)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    bool msix = s->use_msix && (!ivshmem_uses_intx(s) || msix_enabled(pdev));
+
+    trace_ivshmem_interrupt(vector, msix);
+    if (msix) {
+        msix_notify(pdev, vector);      /* sets the pending bit if masked */
+    } else if (ivshmem_uses_intx(s)) {
+        s->intr_status |= 1;
+        ivshmem_update_intx(s);
+    }
+}
+
+static void ivshmem_ring(IvshmemState *s, uint32_t value)
+{
+    uint16_t peer = FIELD_EX32(value, DOORBELL, PEER);
+    uint16_t vector = FIELD_EX32(value, DOORBELL, VECTOR);
+    uint64_t one = 1;
+    int fd;
+
+    if (!s->setup_done) {
+        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: doorbell 0x%08x rung, "
+                      "but the device has no server connection\n", value);
+        return;
+    }
+    fd = ivshmem_proto_peer_fd(&s->proto, peer, vector);
+    if (fd < 0) {
+        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: doorbell for unknown "
+                      "peer %u or unconnected vector %u ignored\n",
+                      peer, vector);
+        return;
+    }
+    trace_ivshmem_doorbell(peer, vector);
+    if (write(fd, &one, sizeof(one)) != sizeof(one) && errno != EAGAIN) {
+        trace_ivshmem_doorbell_failed(peer, vector, errno);
+    }
+}
+
+static uint64_t ivshmem_reg_read(void *opaque, hwaddr addr, unsigned size)
+{
+    IvshmemState *s = opaque;
+    uint32_t value = 0;
+
+    if (size != 4) {
+        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: %u-byte read at 0x%"
+                      HWADDR_PRIx ", registers are 32-bit\n", size, addr);
+        return 0;
+    }
+    switch (addr) {
+    case A_INTR_MASK:
+        value = s->intr_mask;
+        break;
+    case A_INTR_STATUS:
+        value = s->intr_status;
+        s->intr_status = 0;
+        ivshmem_update_intx(s);
+        break;
+    case A_IV_POSITION:
+        value = s->setup_done ? s->proto.own_id : 0;
+        break;
+    case A_DOORBELL:
+        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: Doorbell is write-only\n");
+        break;
+    default:
+        break;                  /* reserved */
+    }
+    trace_ivshmem_reg_read(addr, value);
+    return value;
+}
+
+static void ivshmem_reg_write(void *opaque, hwaddr addr, uint64_t data,
+                              unsigned size)
+{
+    IvshmemState *s = opaque;
+    uint32_t value = data;
+
+    if (size != 4) {
+        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: %u-byte write at 0x%"
+                      HWADDR_PRIx " ignored, registers are 32-bit\n",
+                      size, addr);
+        return;
+    }
+    trace_ivshmem_reg_write(addr, value);
+    switch (addr) {
+    case A_INTR_MASK:
+        s->intr_mask = value;
+        ivshmem_update_intx(s);
+        break;
+    case A_INTR_STATUS:
+        s->intr_status = value;
+        ivshmem_update_intx(s);
+        break;
+    case A_IV_POSITION:
+        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: IVPosition is read-only\n");
+        break;
+    case A_DOORBELL:
+        ivshmem_ring(s, value);
+        break;
+    default:
+        break;                  /* reserved */
+    }
+}
+
+static const MemoryRegionOps ivshmem_reg_ops = {
+    .read = ivshmem_reg_read,
+    .write = ivshmem_reg_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+    },
+};
+
+/* Own vectors: main loop delivery, or KVM irqfd while MSI-X is unmasked */
+
+static unsigned ivshmem_vector_index(IvshmemVector *v)
+{
+    return v - v->s->vec;
+}
+
+static void ivshmem_vector_event(void *opaque)
+{
+    IvshmemVector *v = opaque;
+
+    if (event_notifier_test_and_clear(&v->notifier)) {
+        ivshmem_raise(v->s, ivshmem_vector_index(v));
+    }
+}
+
+static void ivshmem_vector_poll_main_loop(IvshmemVector *v, bool on)
+{
+    qemu_set_fd_handler(event_notifier_get_fd(&v->notifier),
+                        on ? ivshmem_vector_event : NULL, NULL, v);
+}
+
+static int ivshmem_irqfd_start(IvshmemVector *v, MSIMessage msg)
+{
+    IvshmemState *s = v->s;
+    PCIDevice *pdev = PCI_DEVICE(s);
+    unsigned vector = ivshmem_vector_index(v);
+    int ret;
+
+    if (v->virq < 0) {
+        KVMRouteChange c = kvm_irqchip_begin_route_changes(kvm_state);
+
+        ret = kvm_irqchip_add_msi_route(&c, vector, pdev);
+        if (ret < 0) {
+            return ret;
+        }
+        kvm_irqchip_commit_route_changes(&c);
+        v->virq = ret;
+    } else {
+        ret = kvm_irqchip_update_msi_route(kvm_state, v->virq, msg, pdev);
+        if (ret < 0) {
+            return ret;
+        }
+        kvm_irqchip_commit_routes(kvm_state);
+    }
+    ivshmem_vector_poll_main_loop(v, false);
+    ret = kvm_irqchip_add_irqfd_notifier_gsi(kvm_state, &v->notifier, NULL,
+                                             v->virq);
+    if (ret < 0) {
+        ivshmem_vector_poll_main_loop(v, true);
+        return ret;
+    }
+    v->irqfd = true;
+    trace_ivshmem_irqfd(vector, v->virq, true);
+    /* An event that arrived while masked is now pending in the PBA. */
+    return 0;
+}
+
+static void ivshmem_irqfd_stop(IvshmemVector *v)
+{
+    if (!v->irqfd) {
+        return;
+    }
+    kvm_irqchip_remove_irqfd_notifier_gsi(kvm_state, &v->notifier, v->virq);
+    v->irqfd = false;
+    trace_ivshmem_irqfd(ivshmem_vector_index(v), v->virq, false);
+    ivshmem_vector_poll_main_loop(v, true);
+}
+
+static void ivshmem_irqfd_release_route(IvshmemVector *v)
+{
+    ivshmem_irqfd_stop(v);
+    if (v->virq >= 0) {
+        kvm_irqchip_release_virq(kvm_state, v->virq);
+        v->virq = -1;
+    }
+}
+
+static int ivshmem_msix_unmasked(PCIDevice *pdev, unsigned vector,
+                                 MSIMessage msg)
+{
+    IvshmemState *s = IVSHMEM_COMMON(pdev);
+    IvshmemVector *v = &s->vec[vector];
+
+    if (!v->connected || v->irqfd) {
+        return 0;
+    }
+    return ivshmem_irqfd_start(v, msg);
+}
+
+static void ivshmem_msix_masked(PCIDevice *pdev, unsigned vector)
+{
+    IvshmemState *s = IVSHMEM_COMMON(pdev);
+
+    ivshmem_irqfd_stop(&s->vec[vector]);
+}
+
+static void ivshmem_own_vector_add(IvshmemState *s, uint16_t vector, int fd)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    IvshmemVector *v = &s->vec[vector];
+
+    event_notifier_init_fd(&v->notifier, fd);
+    v->connected = true;
+    if (s->use_irqfd && msix_enabled(pdev) && !msix_is_masked(pdev, vector)) {
+        if (ivshmem_irqfd_start(v, msix_get_message(pdev, vector)) == 0) {
+            return;
+        }
+    }
+    ivshmem_vector_poll_main_loop(v, true);
+}
+
+static void ivshmem_own_vector_del(IvshmemState *s, uint16_t vector)
+{
+    IvshmemVector *v = &s->vec[vector];
+
+    if (!v->connected) {
+        return;
+    }
+    ivshmem_irqfd_release_route(v);
+    ivshmem_vector_poll_main_loop(v, false);
+    v->connected = false;
+}
+
+/* Other peers' vectors: optional ioeventfd on the Doorbell register */
+
+static gpointer ivshmem_doorbell_key(uint16_t peer, uint16_t vector)
+{
+    return GUINT_TO_POINTER((uint32_t)peer << 16 | vector);
+}
+
+static void ivshmem_doorbell_route_add(IvshmemState *s, uint16_t peer,
+                                       uint16_t vector, int fd)
+{
+    EventNotifier *e = g_new(EventNotifier, 1);
+
+    event_notifier_init_fd(e, fd);
+    memory_region_add_eventfd(&s->regs, A_DOORBELL, 4, true,
+                              (uint32_t)peer << 16 | vector, e);
+    g_hash_table_insert(s->doorbells, ivshmem_doorbell_key(peer, vector), e);
+}
+
+static void ivshmem_doorbell_route_del(IvshmemState *s, uint16_t peer,
+                                       uint16_t vector)
+{
+    gpointer key = ivshmem_doorbell_key(peer, vector);
+    EventNotifier *e = g_hash_table_lookup(s->doorbells, key);
+
+    if (e) {
+        memory_region_del_eventfd(&s->regs, A_DOORBELL, 4, true,
+                                  (uint32_t)peer << 16 | vector, e);
+        g_hash_table_remove(s->doorbells, key);
+    }
+}
+
+/* Shared memory */
+
+static bool ivshmem_check_size(uint64_t size, const char *what, Error **errp)
+{
+    if (!size || !is_power_of_2(size)) {
+        error_setg(errp, "%s size 0x%" PRIx64 " is not a power of two",
+                   what, size);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Map @fd (a server's region or a shm= object) as BAR2.  The RAMBlock
+ * takes the fd on success; on failure the caller still owns it.
+ */
+static bool ivshmem_map_fd(IvshmemState *s, int fd, const char *what,
+                           Error **errp)
+{
+    struct stat st;
+    uint64_t size;
+
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "cannot stat the %s", what);
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        error_setg(errp, "the %s is not a shared memory object or file",
+                   what);
+        return false;
+    }
+    if (!ivshmem_check_size(st.st_size, what, errp)) {
+        return false;
+    }
+    size = s->size ? s->size : st.st_size;
+    if (size > st.st_size) {
+        error_setg(errp, "property 'size' (0x%" PRIx64 ") is larger than "
+                   "the %s (0x%" PRIx64 " bytes)", size, what,
+                   (uint64_t)st.st_size);
+        return false;
+    }
+    if (!memory_region_init_ram_from_fd(&s->shm_mr, OBJECT(s), "ivshmem.bar2",
+                                        size, RAM_SHARED, fd, 0, errp)) {
+        error_prepend(errp, "cannot map the %s: ", what);
+        return false;
+    }
+    s->shm_mr_inited = true;
+    s->shm = &s->shm_mr;
+    return true;
+}
+
+static char *ivshmem_shm_path(const char *name)
+{
+    return name[0] == '/' ? g_strdup(name) : g_strdup_printf("/%s", name);
+}
+
+static bool ivshmem_open_shm(IvshmemState *s, Error **errp)
+{
+    g_autofree char *path = ivshmem_shm_path(s->shm_name);
+    bool created = false;
+    struct stat st;
+    int fd;
+
+    if (strchr(path + 1, '/') || !path[1]) {
+        error_setg(errp, "property 'shm': '%s' is not a valid shared "
+                   "memory object name", s->shm_name);
+        return false;
+    }
+    fd = shm_open(path, O_RDWR, 0600);
+    if (fd < 0 && errno == ENOENT) {
+        fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+        created = fd >= 0;
+    }
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "property 'shm': cannot open "
+                         "shared memory object '%s'", path);
+        return false;
+    }
+    if (created) {
+        s->created_shm = g_strdup(path);
+    }
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "cannot stat '%s'", path);
+        goto fail;
+    }
+    if (st.st_size == 0) {
+        if (ftruncate(fd, s->size) < 0) {
+            error_setg_errno(errp, errno, "cannot size '%s' to 0x%" PRIx64,
+                             path, s->size);
+            goto fail;
+        }
+    } else if (st.st_size < s->size) {
+        error_setg(errp, "property 'size' (0x%" PRIx64 ") is larger than "
+                   "the existing shared memory object '%s' (0x%" PRIx64
+                   " bytes)", s->size, path, (uint64_t)st.st_size);
+        goto fail;
+    }
+    if (!memory_region_init_ram_from_fd(&s->shm_mr, OBJECT(s), "ivshmem.bar2",
+                                        s->size, RAM_SHARED, fd, 0, errp)) {
+        error_prepend(errp, "cannot map '%s': ", path);
+        goto fail;
+    }
+    s->shm_mr_inited = true;
+    s->shm = &s->shm_mr;
+    return true;
+
+fail:
+    close(fd);
+    return false;
+}
+
+static bool ivshmem_take_memdev(IvshmemState *s, Error **errp)
+{
+    g_autofree char *name = NULL;
+
+    if (!s->memdev) {
+        error_setg(errp, "property 'memdev' is required");
+        return false;
+    }
+    name = host_memory_backend_get_name(s->memdev);
+    if (host_memory_backend_is_mapped(s->memdev)) {
+        error_setg(errp, "property 'memdev': memory backend '%s' is "
+                   "already in use", name);
+        return false;
+    }
+    if (!s->memdev->share) {
+        error_setg(errp, "property 'memdev': memory backend '%s' must be "
+                   "created with share=on", name);
+        return false;
+    }
+    s->shm = host_memory_backend_get_memory(s->memdev);
+    if (!ivshmem_check_size(memory_region_size(s->shm),
+                            "property 'memdev': memory backend", errp)) {
+        s->shm = NULL;
+        return false;
+    }
+    host_memory_backend_set_mapped(s->memdev, true);
+    s->memdev_taken = true;
+    return true;
+}
+
+/* Server protocol */
+
+static bool ivshmem_fd_is_eventfd(int fd)
+{
+    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+    char target[32] = "";
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+
+    return n > 0 && g_str_equal(target, "anon_inode:[eventfd]");
+}
+
+static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
+                                  Error **errp)
+{
+    IvshmemState *s = opaque;
+
+    switch (a->kind) {
+    case IVSHMEM_ACTION_OWN_ID:
+        trace_ivshmem_own_id(a->peer);
+        return true;
+    case IVSHMEM_ACTION_SHM:
+        return ivshmem_map_fd(s, a->fd, "ivshmem server's shared memory",
+                              errp);
+    case IVSHMEM_ACTION_ADD_VECTOR:
+        if (!ivshmem_fd_is_eventfd(a->fd)) {
+            error_setg(errp, "ivshmem server sent peer %u vector %u with an "
+                       "fd that is not an eventfd", a->peer, a->vector);
+            return false;
+        }
+        trace_ivshmem_peer_vector_add(a->peer, a->vector, a->own);
+        if (a->own) {
+            ivshmem_own_vector_add(s, a->vector, a->fd);
+        } else if (s->ioeventfd) {
+            ivshmem_doorbell_route_add(s, a->peer, a->vector, a->fd);
+        }
+        return true;
+    case IVSHMEM_ACTION_DEL_VECTOR:
+        trace_ivshmem_peer_vector_del(a->peer, a->vector, a->own);
+        if (a->own) {
+            ivshmem_own_vector_del(s, a->vector);
+        } else {
+            ivshmem_doorbell_route_del(s, a->peer, a->vector);
+        }
+        return true;
+    }
+    g_assert_not_reached();
+}
+
+static QIOChannelSocket *ivshmem_server_channel(IvshmemState *s,
+                                                Error **errp)
+{
+    Chardev *chr = qemu_chr_fe_get_driver(&s->server);
+    SocketChardev *sock;
+
+    sock = (SocketChardev *)object_dynamic_cast(OBJECT(chr),
+                                                TYPE_CHARDEV_SOCKET);
+    if (!sock) {
+        error_setg(errp, "property 'chardev': '%s' is not a socket chardev",
+                   chr->label);
+        return NULL;
+    }
+    if (!sock->sioc || !qemu_chr_fe_backend_open(&s->server)) {
+        error_setg(errp, "property 'chardev': '%s' is not connected to an "
+                   "ivshmem server", chr->label);
+        return NULL;
+    }
+    return sock->sioc;
+}
+
+/*
+ * Receive one message synchronously.  Returns 1 with *value and *fd set,
+ * 0 when nothing arrived within @timeout_ms, -1 on error.
+ */
+static int ivshmem_recv_sync(IvshmemState *s, QIOChannelSocket *sioc,
+                             int timeout_ms, int64_t *value, int *fd,
+                             Error **errp)
+{
+    struct pollfd pfd = { .fd = sioc->fd, .events = POLLIN };
+    uint8_t buf[IVSHMEM_MSG_SIZE];
+    int ret;
+
+    do {
+        ret = poll(&pfd, 1, timeout_ms);
+    } while (ret < 0 && errno == EINTR);
+    if (ret < 0) {
+        error_setg_errno(errp, errno, "cannot poll the ivshmem server");
+        return -1;
+    }
+    if (ret == 0) {
+        return 0;
+    }
+    if (qemu_chr_fe_read_all(&s->server, buf, sizeof(buf)) != sizeof(buf)) {
+        *fd = qemu_chr_fe_get_msgfd(&s->server);
+        if (*fd >= 0) {
+            close(*fd);
+        }
+        error_setg(errp, "ivshmem server closed the connection during setup");
+        return -1;
+    }
+    *fd = qemu_chr_fe_get_msgfd(&s->server);
+    *value = ivshmem_proto_decode(buf);
+    trace_ivshmem_setup_msg(*value, *fd);
+    return 1;
+}
+
+static bool ivshmem_own_vectors_complete(IvshmemState *s)
+{
+    return s->proto.state == IVSHMEM_PROTO_RUNNING &&
+           ivshmem_proto_peer_vectors(&s->proto, s->proto.own_id) >=
+           s->vectors;
+}
+
+static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
+{
+    QIOChannelSocket *sioc = ivshmem_server_channel(s, errp);
+    int64_t value;
+    int fd, ret;
+
+    if (!sioc) {
+        return false;
+    }
+    ivshmem_proto_init(&s->proto, s->vectors, ivshmem_server_action, s);
+    s->proto_inited = true;
+    while (s->proto.state != IVSHMEM_PROTO_RUNNING) {
+        ret = ivshmem_recv_sync(s, sioc, IVSHMEM_HEADER_TIMEOUT_MS, &value,
+                                &fd, errp);
+        if (ret == 0) {
+            error_setg(errp, "ivshmem server sent no setup message within "
+                       "%d ms", IVSHMEM_HEADER_TIMEOUT_MS);
+        }
+        if (ret <= 0 || !ivshmem_proto_feed(&s->proto, value, fd, errp)) {
+            return false;
+        }
+    }
+    if (s->master && s->proto.own_id != 0) {
+        error_setg(errp, "property '%s': this device is peer %u of the "
+                   "ivshmem server, only peer 0 can be the master",
+                   s->kind == IVSHMEM_KIND_LEGACY ? "role" : "master",
+                   s->proto.own_id);
+        return false;
+    }
+    /* Peers, then our own vectors; a pause means the server is done. */
+    while (!ivshmem_own_vectors_complete(s)) {
+        ret = ivshmem_recv_sync(s, sioc, IVSHMEM_VECTOR_TIMEOUT_MS, &value,
+                                &fd, errp);
+        if (ret == 0) {
+            break;
+        }
+        if (ret < 0 || !ivshmem_proto_feed(&s->proto, value, fd, errp)) {
+            return false;
+        }
+    }
+    s->setup_done = true;
+    trace_ivshmem_setup_done(s->proto.own_id,
+                             ivshmem_proto_peer_vectors(&s->proto,
+                                                        s->proto.own_id));
+    return true;
+}
+
+/* Asynchronous messages after setup: peers joining and leaving. */
+
+static int ivshmem_server_can_receive(void *opaque)
+{
+    IvshmemState *s = opaque;
+
+    return sizeof(s->msg) - s->msg_len;
+}
+
+static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
+{
+    IvshmemState *s = opaque;
+    Error *err = NULL;
+    int fd = qemu_chr_fe_get_msgfd(&s->server);
+
+    if (fd >= 0) {
+        if (s->msg_fd >= 0) {
+            close(s->msg_fd);
+        }
+        s->msg_fd = fd;
+    }
+    size = MIN(size, sizeof(s->msg) - s->msg_len);
+    memcpy(s->msg + s->msg_len, buf, size);
+    s->msg_len += size;
+    if (s->msg_len < sizeof(s->msg)) {
+        return;
+    }
+    fd = s->msg_fd;
+    s->msg_fd = -1;
+    s->msg_len = 0;
+    trace_ivshmem_server_msg(ivshmem_proto_decode(s->msg), fd);
+    if (!ivshmem_proto_feed(&s->proto, ivshmem_proto_decode(s->msg), fd,
+                            &err)) {
+        warn_report_err(err);
+    }
+}
+
+static void ivshmem_server_event(void *opaque, QEMUChrEvent event)
+{
+    if (event == CHR_EVENT_CLOSED) {
+        trace_ivshmem_server_closed();
+    }
+}
+
+/* Realize and teardown */
+
+static void ivshmem_teardown(IvshmemState *s)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+
+    qemu_chr_fe_set_handlers(&s->server, NULL, NULL, NULL, NULL, NULL, NULL,
+                             false);
+    if (s->use_irqfd && pdev->msix_vector_use_notifier) {
+        msix_unset_vector_notifiers(pdev);
+    }
+    if (s->proto_inited) {
+        ivshmem_proto_cleanup(&s->proto);  /* DEL_VECTOR for every fd */
+        s->proto_inited = false;
+    }
+    s->setup_done = false;
+    if (s->msg_fd >= 0) {
+        close(s->msg_fd);
+        s->msg_fd = -1;
+    }
+    g_clear_pointer(&s->doorbells, g_hash_table_destroy);
+    g_clear_pointer(&s->vec, g_free);
+    if (s->migration_blocker) {
+        migrate_del_blocker(&s->migration_blocker);
+    }
+    if (s->ram_registered) {
+        vmstate_unregister_ram(s->shm, DEVICE(s));
+        s->ram_registered = false;
+    }
+    if (s->memdev_taken) {
+        host_memory_backend_set_mapped(s->memdev, false);
+        s->memdev_taken = false;
+    }
+    if (s->shm_mr_inited) {
+        object_unparent(OBJECT(&s->shm_mr));   /* unmaps, closes the fd */
+        s->shm_mr_inited = false;
+    }
+    s->shm = NULL;
+    if (msix_present(pdev)) {
+        msix_uninit_exclusive_bar(pdev);
+    }
+}
+
+static bool ivshmem_parse_legacy(IvshmemState *s, Error **errp)
+{
+    bool has_chr = qemu_chr_fe_backend_connected(&s->server);
+
+    if (!!s->shm_name == has_chr) {
+        error_setg(errp, "use exactly one of the properties 'shm' and "
+                   "'chardev'");
+        return false;
+    }
+    if (s->role && !g_str_equal(s->role, "peer")) {
+        if (!g_str_equal(s->role, "master")) {
+            error_setg(errp, "property 'role' must be 'master' or 'peer', "
+                       "not '%s'", s->role);
+            return false;
+        }
+        s->master = true;
+    }
+    if (s->size_str) {
+        if (qemu_strtosz_MiB(s->size_str, NULL, &s->size) < 0) {
+            error_setg(errp, "property 'size': invalid size '%s'",
+                       s->size_str);
+            return false;
+        }
+        if (!is_power_of_2(s->size)) {
+            error_setg(errp, "property 'size': %s is not a power of two",
+                       s->size_str);
+            return false;
+        }
+    } else if (s->shm_name) {
+        s->size = IVSHMEM_DEFAULT_SIZE;
+    }
+    s->use_msix = has_chr && s->msi;
+    return true;
+}
+
+static bool ivshmem_parse_config(IvshmemState *s, Error **errp)
+{
+    if (s->kind == IVSHMEM_KIND_LEGACY) {
+        if (!ivshmem_parse_legacy(s, errp)) {
+            return false;
+        }
+    } else if (s->kind == IVSHMEM_KIND_DOORBELL) {
+        if (!qemu_chr_fe_backend_connected(&s->server)) {
+            error_setg(errp, "property 'chardev' is required");
+            return false;
+        }
+        s->use_msix = true;
+    }
+    if (qemu_chr_fe_backend_connected(&s->server) &&
+        (s->vectors == 0 || s->vectors > IVSHMEM_MAX_MSIX)) {
+        error_setg(errp, "property 'vectors' must be between 1 and %d, "
+                   "not %u", IVSHMEM_MAX_MSIX, s->vectors);
+        return false;
+    }
+    s->use_irqfd = s->use_msix && kvm_msi_via_irqfd_enabled();
+    return true;
+}
+
+static bool ivshmem_init_msix(IvshmemState *s, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    unsigned v;
+
+    if (msix_init_exclusive_bar(pdev, s->vectors, IVSHMEM_MSIX_BAR,
+                                errp) < 0) {
+        return false;
+    }
+    for (v = 0; v < s->vectors; v++) {
+        msix_vector_use(pdev, v);
+    }
+    return true;
+}
+
+static bool ivshmem_setup_migration(IvshmemState *s, Error **errp)
+{
+    if (s->master) {
+        vmstate_register_ram(s->shm, DEVICE(s));
+        s->ram_registered = true;
+        return true;
+    }
+    error_setg(&s->migration_blocker, "Migration is disabled while the "
+               "ivshmem device '%s' is present: its shared memory is owned "
+               "by another peer.  Unplug it before migrating and plug it "
+               "back in afterwards, or use %s on the one peer that owns "
+               "the memory",
+               DEVICE(s)->id ? DEVICE(s)->id : object_get_typename(OBJECT(s)),
+               s->kind == IVSHMEM_KIND_LEGACY ? "role=master" : "master=on");
+    return migrate_add_blocker(&s->migration_blocker, errp) == 0;
+}
+
+static void ivshmem_realize(PCIDevice *pdev, Error **errp)
+{
+    IvshmemState *s = IVSHMEM_COMMON(pdev);
+    bool has_server;
+
+    if (!ivshmem_parse_config(s, errp)) {
+        return;
+    }
+    has_server = qemu_chr_fe_backend_connected(&s->server);
+    if (ivshmem_uses_intx(s)) {
+        pdev->config[PCI_INTERRUPT_PIN] = 1;
+    }
+    memory_region_init_io(&s->regs, OBJECT(s), &ivshmem_reg_ops, s,
+                          "ivshmem.regs", IVSHMEM_REG_BAR_SIZE);
+    pci_register_bar(pdev, IVSHMEM_REG_BAR, PCI_BASE_ADDRESS_SPACE_MEMORY,
+                     &s->regs);
+    s->msg_fd = -1;
+    s->doorbells = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    if (has_server) {
+        unsigned v;
+
+        s->vec = g_new0(IvshmemVector, s->vectors);
+        for (v = 0; v < s->vectors; v++) {
+            s->vec[v].s = s;
+            s->vec[v].virq = -1;
+        }
+    }
+    if (s->use_msix && !ivshmem_init_msix(s, errp)) {
+        goto fail;
+    }
+    if (s->kind == IVSHMEM_KIND_PLAIN) {
+        if (!ivshmem_take_memdev(s, errp)) {
+            goto fail;
+        }
+    } else if (has_server) {
+        if (!ivshmem_server_setup(s, errp)) {
+            goto fail;
+        }
+    } else if (!ivshmem_open_shm(s, errp)) {
+        goto fail;
+    }
+    if (!ivshmem_setup_migration(s, errp)) {
+        goto fail;
+    }
+    pci_register_bar(pdev, IVSHMEM_SHM_BAR,
+                     PCI_BASE_ADDRESS_SPACE_MEMORY |
+                     PCI_BASE_ADDRESS_MEM_PREFETCH |
+                     PCI_BASE_ADDRESS_MEM_TYPE_64, s->shm);
+    if (has_server) {
+        qemu_chr_fe_set_handlers(&s->server, ivshmem_server_can_receive,
+                                 ivshmem_server_receive, ivshmem_server_event,
+                                 NULL, s, NULL, false);
+        if (s->use_irqfd &&
+            msix_set_vector_notifiers(pdev, ivshmem_msix_unmasked,
+                                      ivshmem_msix_masked, NULL) < 0) {
+            error_setg(errp, "cannot set up KVM irqfd for MSI-X");
+            goto fail;
+        }
+    }
+    g_clear_pointer(&s->created_shm, g_free);
+    trace_ivshmem_realized(object_get_typename(OBJECT(s)),
+                           memory_region_size(s->shm), s->vectors);
+    return;
+
+fail:
+    ivshmem_teardown(s);
+    if (s->created_shm) {
+        shm_unlink(s->created_shm);
+        g_clear_pointer(&s->created_shm, g_free);
+    }
+}
+
+static void ivshmem_unrealize(PCIDevice *pdev)
+{
+    ivshmem_teardown(IVSHMEM_COMMON(pdev));
+}
+
+static void ivshmem_reset(DeviceState *dev)
+{
+    IvshmemState *s = IVSHMEM_COMMON(dev);
+
+    s->intr_mask = 0;
+    s->intr_status = 0;
+    ivshmem_update_intx(s);
+    if (s->use_msix) {
+        unsigned v;
+
+        for (v = 0; v < s->vectors; v++) {
+            msix_vector_use(PCI_DEVICE(s), v);
+        }
+    }
+}
+
+static int ivshmem_post_load(void *opaque, int version_id)
+{
+    IvshmemState *s = opaque;
+
+    ivshmem_update_intx(s);
+    return 0;
+}
+
+static const VMStateDescription ivshmem_vmstate = {
+    .name = "ivshmem",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = ivshmem_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
+        VMSTATE_MSIX(parent_obj, IvshmemState),
+        VMSTATE_UINT32(intr_mask, IvshmemState),
+        VMSTATE_UINT32(intr_status, IvshmemState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static void ivshmem_common_class_init(ObjectClass *oc, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(oc);
+    PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
+
+    k->realize = ivshmem_realize;
+    k->exit = ivshmem_unrealize;
+    k->vendor_id = IVSHMEM_VENDOR_ID;
+    k->device_id = IVSHMEM_DEVICE_ID;
+    k->subsystem_vendor_id = IVSHMEM_SUBSYS_VENDOR;
+    k->subsystem_id = IVSHMEM_SUBSYS_ID;
+    k->class_id = PCI_CLASS_MEMORY_RAM;
+    device_class_set_legacy_reset(dc, ivshmem_reset);
+    dc->vmsd = &ivshmem_vmstate;
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+}
+
+static const char *const ivshmem_descr_master =
+    "on: this peer owns the shared memory and migrates its contents; "
+    "off: migration is blocked while the device is present";
+static const char *const ivshmem_descr_chardev =
+    "socket chardev connected to an ivshmem server";
+static const char *const ivshmem_descr_vectors =
+    "number of interrupt vectors (1..2048)";
+static const char *const ivshmem_descr_ioeventfd =
+    "deliver doorbell writes straight to the peer's eventfd";
+
+/* ivshmem-plain */
+
+static const Property ivshmem_plain_properties[] = {
+    DEFINE_PROP_LINK("memdev", IvshmemState, memdev, TYPE_MEMORY_BACKEND,
+                     HostMemoryBackend *),
+    DEFINE_PROP_BOOL("master", IvshmemState, master, false),
+};
+
+static void ivshmem_plain_init(Object *obj)
+{
+    IVSHMEM_COMMON(obj)->kind = IVSHMEM_KIND_PLAIN;
+}
+
+static void ivshmem_plain_class_init(ObjectClass *oc, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(oc);
+    PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
+
+    k->revision = 1;
+    device_class_set_props(dc, ivshmem_plain_properties);
+    dc->desc = "Inter-VM shared memory";
+    object_class_property_set_description(oc, "memdev",
+        "host memory backend (share=on) holding the shared memory");
+    object_class_property_set_description(oc, "master", ivshmem_descr_master);
+}
+
+/* ivshmem-doorbell */
+
+static const Property ivshmem_doorbell_properties[] = {
+    DEFINE_PROP_CHR("chardev", IvshmemState, server),
+    DEFINE_PROP_UINT32("vectors", IvshmemState, vectors, 1),
+    DEFINE_PROP_BOOL("ioeventfd", IvshmemState, ioeventfd, true),
+    DEFINE_PROP_BOOL("master", IvshmemState, master, false),
+};
+
+static void ivshmem_doorbell_init(Object *obj)
+{
+    IVSHMEM_COMMON(obj)->kind = IVSHMEM_KIND_DOORBELL;
+}
+
+static void ivshmem_doorbell_class_init(ObjectClass *oc, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(oc);
+    PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
+
+    k->revision = 1;
+    device_class_set_props(dc, ivshmem_doorbell_properties);
+    dc->desc = "Inter-VM shared memory with doorbell interrupts";
+    object_class_property_set_description(oc, "chardev",
+                                          ivshmem_descr_chardev);
+    object_class_property_set_description(oc, "vectors",
+                                          ivshmem_descr_vectors);
+    object_class_property_set_description(oc, "ioeventfd",
+                                          ivshmem_descr_ioeventfd);
+    object_class_property_set_description(oc, "master", ivshmem_descr_master);
+}
+
+/* ivshmem: the original interface, still generated by libvirt */
+
+static const Property ivshmem_legacy_properties[] = {
+    DEFINE_PROP_STRING("size", IvshmemState, size_str),
+    DEFINE_PROP_STRING("shm", IvshmemState, shm_name),
+    DEFINE_PROP_CHR("chardev", IvshmemState, server),
+    DEFINE_PROP_BOOL("msi", IvshmemState, msi, true),
+    DEFINE_PROP_UINT32("vectors", IvshmemState, vectors, 1),
+    DEFINE_PROP_BOOL("ioeventfd", IvshmemState, ioeventfd, false),
+    DEFINE_PROP_STRING("role", IvshmemState, role),
+};
+
+static void ivshmem_legacy_init(Object *obj)
+{
+    IVSHMEM_COMMON(obj)->kind = IVSHMEM_KIND_LEGACY;
+}
+
+static void ivshmem_legacy_class_init(ObjectClass *oc, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(oc);
+    PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
+
+    k->revision = 0;
+    device_class_set_props(dc, ivshmem_legacy_properties);
+    dc->desc = "Inter-VM shared memory (legacy interface)";
+    object_class_property_set_description(oc, "size",
+        "size of the shared memory, a power of two with the -m suffixes "
+        "(default 4M with shm=, the server's size with chardev=)");
+    object_class_property_set_description(oc, "shm",
+        "POSIX shared memory object name, created and sized when missing");
+    object_class_property_set_description(oc, "chardev",
+                                          ivshmem_descr_chardev);
+    object_class_property_set_description(oc, "msi",
+        "on: interrupts through MSI-X; off: INTx through IntrStatus");
+    object_class_property_set_description(oc, "vectors",
+                                          ivshmem_descr_vectors);
+    object_class_property_set_description(oc, "ioeventfd",
+                                          ivshmem_descr_ioeventfd);
+    object_class_property_set_description(oc, "role",
+        "master: this peer owns the shared memory and migrates it; "
+        "peer: migration is blocked while the device is present");
+}
+
+static const TypeInfo ivshmem_types[] = {
+    {
+        .name = TYPE_IVSHMEM_COMMON,
+        .parent = TYPE_PCI_DEVICE,
+        .instance_size = sizeof(IvshmemState),
+        .class_init = ivshmem_common_class_init,
+        .abstract = true,
+        .interfaces = (InterfaceInfo[]) {
+            { INTERFACE_CONVENTIONAL_PCI_DEVICE },
+            { },
+        },
+    }, {
+        .name = TYPE_IVSHMEM_PLAIN,
+        .parent = TYPE_IVSHMEM_COMMON,
+        .instance_init = ivshmem_plain_init,
+        .class_init = ivshmem_plain_class_init,
+    }, {
+        .name = TYPE_IVSHMEM_DOORBELL,
+        .parent = TYPE_IVSHMEM_COMMON,
+        .instance_init = ivshmem_doorbell_init,
+        .class_init = ivshmem_doorbell_class_init,
+    }, {
+        .name = TYPE_IVSHMEM,
+        .parent = TYPE_IVSHMEM_COMMON,
+        .instance_init = ivshmem_legacy_init,
+        .class_init = ivshmem_legacy_class_init,
+    },
+};
+
+DEFINE_TYPES(ivshmem_types)

@@ -1,0 +1,1674 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * qtest for the ivshmem, ivshmem-plain and ivshmem-doorbell devices.
+ *
+ * The test plays the guest (config space, BARs, MSI-X table and PBA) and
+ * the host side: it maps the shared memory, and runs a small ivshmem
+ * server of its own (protocol version 0, SCM_RIGHTS) that can also act as
+ * extra peers, so that doorbells can be checked in both directions.
+ * With IVSHMEM_SERVER set, one case also runs against that server binary.
+ */
+
+#include "qemu/osdep.h"
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include "libqtest.h"
+#include "libqos/pci-pc.h"
+#include "qemu/atomic.h"
+#include "qemu/ivshmem-proto.h"
+#include "qemu/units.h"
+#include "hw/pci/pci_regs.h"
+#include "qobject/qdict.h"
+
+#define REG_INTR_MASK   0x00
+#define REG_INTR_STATUS 0x04
+#define REG_IV_POSITION 0x08
+#define REG_DOORBELL    0x0c
+
+#define SLOT            4
+#define MAX_PEERS       16
+#define MAX_VECTORS     8
+#define WAIT_MS         5000
+#define MSI_ADDR        0x100000    /* guest RAM where MSI-X writes land */
+
+static char *tmpdir;
+static int test_counter;
+
+/* Guest side */
+
+typedef struct Guest {
+    QTestState *qts;
+    QPCIBus *bus;
+    QPCIDevice *dev;
+    QPCIBar bar0;
+    QPCIBar bar2;
+    uint64_t bar2_size;
+    bool msix;
+} Guest;
+
+static void guest_attach(Guest *g, QTestState *qts, int slot)
+{
+    memset(g, 0, sizeof(*g));
+    g->qts = qts;
+    g->bus = qpci_new_pc(qts, NULL);
+    g->dev = qpci_device_find(g->bus, QPCI_DEVFN(slot, 0));
+    g_assert(g->dev);
+    qpci_device_enable(g->dev);
+    g->bar0 = qpci_iomap(g->dev, 0, NULL);
+    g->bar2 = qpci_iomap(g->dev, 2, &g->bar2_size);
+    if (qpci_find_capability(g->dev, PCI_CAP_ID_MSIX, 0)) {
+        qpci_msix_enable(g->dev);
+        g->msix = true;
+    }
+}
+
+static void guest_detach(Guest *g)
+{
+    g_free(g->dev);
+    qpci_free_pc(g->bus);
+    g->dev = NULL;
+    g->bus = NULL;
+}
+
+static void guest_quit(Guest *g)
+{
+    QTestState *qts = g->qts;
+
+    guest_detach(g);
+    qtest_quit(qts);
+}
+
+static Guest *guest_start(int slot, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static Guest *guest_start(int slot, const char *fmt, ...)
+{
+    Guest *g = g_new0(Guest, 1);
+    g_autofree char *args = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    args = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    guest_attach(g, qtest_init(args), slot);
+    return g;
+}
+
+static void guest_destroy(Guest *g)
+{
+    guest_quit(g);
+    g_free(g);
+}
+
+static uint32_t reg_read(Guest *g, uint64_t off)
+{
+    return qpci_io_readl(g->dev, g->bar0, off);
+}
+
+static void reg_write(Guest *g, uint64_t off, uint32_t val)
+{
+    qpci_io_writel(g->dev, g->bar0, off, val);
+}
+
+static void ring(Guest *g, uint16_t peer, uint16_t vector)
+{
+    reg_write(g, REG_DOORBELL, (uint32_t)peer << 16 | vector);
+}
+
+static uint64_t msi_addr(Guest *g, int vector)
+{
+    return MSI_ADDR + vector * 4;
+}
+
+static uint32_t msi_data(int vector)
+{
+    return 0x4000 + vector;
+}
+
+/* Program MSI-X entry @vector to write msi_data() to guest RAM. */
+static void msix_program(Guest *g, int vector, bool masked)
+{
+    uint64_t off = g->dev->msix_table_off + vector * PCI_MSIX_ENTRY_SIZE;
+    QPCIBar bar = g->dev->msix_table_bar;
+
+    qtest_writel(g->qts, msi_addr(g, vector), 0);
+    qpci_io_writel(g->dev, bar, off + PCI_MSIX_ENTRY_LOWER_ADDR,
+                   msi_addr(g, vector));
+    qpci_io_writel(g->dev, bar, off + PCI_MSIX_ENTRY_UPPER_ADDR, 0);
+    qpci_io_writel(g->dev, bar, off + PCI_MSIX_ENTRY_DATA, msi_data(vector));
+    qpci_io_writel(g->dev, bar, off + PCI_MSIX_ENTRY_VECTOR_CTRL,
+                   masked ? PCI_MSIX_ENTRY_CTRL_MASKBIT : 0);
+}
+
+static bool msi_fired(Guest *g, int vector)
+{
+    if (qtest_readl(g->qts, msi_addr(g, vector)) == msi_data(vector)) {
+        qtest_writel(g->qts, msi_addr(g, vector), 0);
+        return true;
+    }
+    return false;
+}
+
+static bool wait_msi_ms(Guest *g, int vector, int ms)
+{
+    gint64 end = g_get_monotonic_time() + ms * 1000;
+
+    do {
+        if (msi_fired(g, vector)) {
+            return true;
+        }
+        g_usleep(1000);
+    } while (g_get_monotonic_time() < end);
+    return false;
+}
+
+static bool wait_msi(Guest *g, int vector)
+{
+    return wait_msi_ms(g, vector, WAIT_MS);
+}
+
+/*
+ * Ring @peer's @vector from @from until @check sees it: a peer that
+ * joined after @from is announced asynchronously.
+ */
+static bool ring_until(Guest *from, uint16_t peer, uint16_t vector,
+                       bool (*check)(void *opaque, int ms), void *opaque)
+{
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+    do {
+        ring(from, peer, vector);
+        if (check(opaque, 200)) {
+            return true;
+        }
+    } while (g_get_monotonic_time() < end);
+    return false;
+}
+
+typedef struct MsiCheck {
+    Guest *g;
+    int vector;
+} MsiCheck;
+
+static bool check_msi(void *opaque, int ms)
+{
+    MsiCheck *c = opaque;
+
+    return wait_msi_ms(c->g, c->vector, ms);
+}
+
+static bool check_event(void *opaque, int ms);
+
+static bool wait_pending(Guest *g, int vector, int ms)
+{
+    gint64 end = g_get_monotonic_time() + ms * 1000;
+
+    do {
+        if (qpci_msix_pending(g->dev, vector)) {
+            return true;
+        }
+        g_usleep(1000);
+    } while (g_get_monotonic_time() < end);
+    return false;
+}
+
+/* Host side helpers */
+
+static char *tmp_path(const char *what)
+{
+    return g_strdup_printf("%s/%s-%d", tmpdir, what, test_counter++);
+}
+
+static char *shm_name(const char *what)
+{
+    return g_strdup_printf("qtest-ivshmem-%d-%s-%d", getpid(), what,
+                           test_counter++);
+}
+
+static bool shm_exists(const char *name)
+{
+    g_autofree char *path = g_strdup_printf("/dev/shm/%s", name);
+
+    return access(path, F_OK) == 0;
+}
+
+static void *map_fd(int fd, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+    g_assert(p != MAP_FAILED);
+    return p;
+}
+
+static void *map_file(const char *path, size_t size)
+{
+    int fd = open(path, O_RDWR);
+    void *p;
+
+    g_assert_cmpint(fd, >=, 0);
+    p = map_fd(fd, size);
+    close(fd);
+    return p;
+}
+
+static int make_memfd(size_t size)
+{
+    int fd = memfd_create("ivshmem-test", MFD_CLOEXEC);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, size), ==, 0);
+    return fd;
+}
+
+static int make_eventfd(void)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+    g_assert_cmpint(fd, >=, 0);
+    return fd;
+}
+
+static void event_set(int fd)
+{
+    uint64_t one = 1;
+
+    g_assert_cmpint(write(fd, &one, sizeof(one)), ==, sizeof(one));
+}
+
+static bool event_wait(int fd, int ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    uint64_t count;
+
+    if (poll(&pfd, 1, ms) != 1) {
+        return false;
+    }
+    return read(fd, &count, sizeof(count)) == sizeof(count);
+}
+
+static bool check_event(void *opaque, int ms)
+{
+    return event_wait(*(int *)opaque, ms);
+}
+
+static int count_fds(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/fd", pid);
+    GDir *dir = g_dir_open(path, 0, NULL);
+    int n = 0;
+
+    g_assert(dir);
+    while (g_dir_read_name(dir)) {
+        n++;
+    }
+    g_dir_close(dir);
+    return n;
+}
+
+static bool wait_fd_count(pid_t pid, int expected)
+{
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+    do {
+        if (count_fds(pid) == expected) {
+            return true;
+        }
+        g_usleep(10000);
+    } while (g_get_monotonic_time() < end);
+    g_test_message("fd count %d, expected %d", count_fds(pid), expected);
+    return false;
+}
+
+static void send_msg(int sock, int64_t value, int fd)
+{
+    uint8_t buf[IVSHMEM_MSG_SIZE];
+    struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+    union {
+        struct cmsghdr align;
+        char control[CMSG_SPACE(sizeof(int))];
+    } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    struct cmsghdr *cmsg;
+    ssize_t ret;
+
+    ivshmem_proto_encode(value, buf);
+    if (fd >= 0) {
+        memset(&u, 0, sizeof(u));
+        msg.msg_control = u.control;
+        msg.msg_controllen = sizeof(u.control);
+        cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    }
+    do {
+        ret = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    } while (ret < 0 && errno == EINTR);
+    /* A peer that went away is noticed by the server loop. */
+}
+
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(strlen(path), <, sizeof(addr.sun_path));
+    strcpy(addr.sun_path, path);
+    unlink(path);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
+    g_assert_cmpint(listen(fd, 16), ==, 0);
+    return fd;
+}
+
+/* A fake ivshmem server; it can also play peers itself ("local" peers). */
+
+typedef struct FakePeer {
+    bool present;
+    int conn;                   /* socket to a QEMU, -1: played by test */
+    int efd[MAX_VECTORS];
+} FakePeer;
+
+typedef struct FakeServer {
+    char *path;
+    int listen_fd;
+    int shm_fd;
+    size_t shm_size;
+    int nvectors;
+    int next_id;
+    GMutex lock;
+    GThread *thread;
+    bool stop;
+    FakePeer peers[MAX_PEERS];
+} FakeServer;
+
+static void server_announce(FakeServer *srv, int to, int id)
+{
+    int v;
+
+    for (v = 0; v < srv->nvectors; v++) {
+        send_msg(srv->peers[to].conn, id, srv->peers[id].efd[v]);
+    }
+}
+
+/* Add a peer (a QEMU connection or, with conn < 0, a local one). */
+static int server_join(FakeServer *srv, int conn)
+{
+    int id, other, v;
+    FakePeer *p;
+
+    g_mutex_lock(&srv->lock);
+    id = srv->next_id++;
+    g_assert_cmpint(id, <, MAX_PEERS);
+    p = &srv->peers[id];
+    p->conn = conn;
+    for (v = 0; v < srv->nvectors; v++) {
+        p->efd[v] = make_eventfd();
+    }
+    if (conn >= 0) {
+        send_msg(conn, IVSHMEM_PROTOCOL_VERSION, -1);
+        send_msg(conn, id, -1);
+        send_msg(conn, IVSHMEM_MSG_SHM, srv->shm_fd);
+        for (other = 0; other < MAX_PEERS; other++) {
+            if (srv->peers[other].present) {
+                server_announce(srv, id, other);
+            }
+        }
+        server_announce(srv, id, id);
+    }
+    for (other = 0; other < MAX_PEERS; other++) {
+        if (srv->peers[other].present && srv->peers[other].conn >= 0) {
+            server_announce(srv, other, id);
+        }
+    }
+    p->present = true;
+    g_mutex_unlock(&srv->lock);
+    return id;
+}
+
+static void server_leave_locked(FakeServer *srv, int id)
+{
+    FakePeer *p = &srv->peers[id];
+    int other, v;
+
+    p->present = false;
+    for (other = 0; other < MAX_PEERS; other++) {
+        if (srv->peers[other].present && srv->peers[other].conn >= 0) {
+            send_msg(srv->peers[other].conn, id, -1);
+        }
+    }
+    for (v = 0; v < srv->nvectors; v++) {
+        close(p->efd[v]);
+    }
+    if (p->conn >= 0) {
+        close(p->conn);
+    }
+}
+
+static void server_leave(FakeServer *srv, int id)
+{
+    g_mutex_lock(&srv->lock);
+    server_leave_locked(srv, id);
+    g_mutex_unlock(&srv->lock);
+}
+
+static gpointer server_thread(gpointer opaque)
+{
+    FakeServer *srv = opaque;
+
+    while (!qatomic_read(&srv->stop)) {
+        struct pollfd pfd[MAX_PEERS + 1];
+        int ids[MAX_PEERS + 1];
+        int n = 0, i;
+
+        pfd[n++] = (struct pollfd) { .fd = srv->listen_fd, .events = POLLIN };
+        g_mutex_lock(&srv->lock);
+        for (i = 0; i < MAX_PEERS; i++) {
+            if (srv->peers[i].present && srv->peers[i].conn >= 0) {
+                ids[n] = i;
+                pfd[n++] = (struct pollfd) { .fd = srv->peers[i].conn,
+                                             .events = POLLIN };
+            }
+        }
+        g_mutex_unlock(&srv->lock);
+        if (poll(pfd, n, 50) <= 0) {
+            continue;
+        }
+        if (pfd[0].revents & POLLIN) {
+            int conn = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+            if (conn >= 0) {
+                server_join(srv, conn);
+            }
+        }
+        for (i = 1; i < n; i++) {
+            if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                g_mutex_lock(&srv->lock);
+                if (srv->peers[ids[i]].present) {
+                    server_leave_locked(srv, ids[i]);
+                }
+                g_mutex_unlock(&srv->lock);
+            }
+        }
+    }
+    return NULL;
+}
+
+static FakeServer *server_start(size_t shm_size, int nvectors, int first_id)
+{
+    FakeServer *srv = g_new0(FakeServer, 1);
+
+    srv->path = tmp_path("server.sock");
+    srv->listen_fd = listen_unix(srv->path);
+    srv->shm_size = shm_size;
+    srv->shm_fd = make_memfd(shm_size);
+    srv->nvectors = nvectors;
+    srv->next_id = first_id;
+    g_mutex_init(&srv->lock);
+    srv->thread = g_thread_new("fake-ivshmem-server", server_thread, srv);
+    return srv;
+}
+
+static void server_stop(FakeServer *srv)
+{
+    int i;
+
+    qatomic_set(&srv->stop, true);
+    g_thread_join(srv->thread);
+    for (i = 0; i < MAX_PEERS; i++) {
+        if (srv->peers[i].present) {
+            server_leave_locked(srv, i);
+        }
+    }
+    close(srv->listen_fd);
+    close(srv->shm_fd);
+    unlink(srv->path);
+    g_free(srv->path);
+    g_mutex_clear(&srv->lock);
+    g_free(srv);
+}
+
+static int server_efd(FakeServer *srv, int id, int vector)
+{
+    int fd;
+
+    g_mutex_lock(&srv->lock);
+    fd = srv->peers[id].present ? srv->peers[id].efd[vector] : -1;
+    g_mutex_unlock(&srv->lock);
+    return fd;
+}
+
+static Guest *doorbell_guest(FakeServer *srv, int slot, const char *extra)
+{
+    return guest_start(slot, "-M pc -chardev socket,id=c,path=%s "
+                       "-device ivshmem-doorbell,chardev=c,vectors=%d,"
+                       "addr=%d%s", srv->path, srv->nvectors, slot,
+                       extra ? extra : "");
+}
+
+/* Spawning QEMU for command lines that must fail */
+
+static void expect_start_failure(const char *args, const char *message)
+{
+    const char *qemu = g_getenv("QTEST_QEMU_BINARY");
+    g_autofree char *cmd = g_strdup_printf("%s -M pc -nodefaults -display "
+                                           "none -S -monitor none %s",
+                                           qemu, args);
+    g_auto(GStrv) argv = NULL;
+    g_autofree char *err = NULL;
+    GError *gerr = NULL;
+    int out_fd, err_fd, status = 0;
+    GPid pid;
+    gint64 end;
+    GString *buf = g_string_new("");
+    char chunk[512];
+    ssize_t n;
+
+    g_assert(g_shell_parse_argv(cmd, NULL, &argv, NULL));
+    g_assert(g_spawn_async_with_pipes(NULL, argv, NULL,
+                                      G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                      &pid, NULL, &out_fd, &err_fd, &gerr));
+    end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (g_get_monotonic_time() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            g_test_message("QEMU did not fail: %s", args);
+            g_assert_not_reached();
+        }
+        g_usleep(10000);
+    }
+    while ((n = read(err_fd, chunk, sizeof(chunk))) > 0) {
+        g_string_append_len(buf, chunk, n);
+    }
+    close(out_fd);
+    close(err_fd);
+    g_spawn_close_pid(pid);
+    err = g_string_free(buf, false);
+    g_test_message("%s -> %s", args, err);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), !=, 0);
+    g_assert_nonnull(strstr(err, message));
+}
+
+/*
+ * Tests
+ */
+
+static void test_config_space(void)
+{
+    g_autofree char *file = tmp_path("cfg");
+    Guest *g;
+
+    g = guest_start(SLOT, "-M pc -object memory-backend-file,id=m,size=1M,"
+                    "mem-path=%s,share=on -device ivshmem-plain,memdev=m,"
+                    "addr=%d", file, SLOT);
+    g_assert_cmphex(qpci_config_readw(g->dev, PCI_VENDOR_ID), ==, 0x1af4);
+    g_assert_cmphex(qpci_config_readw(g->dev, PCI_DEVICE_ID), ==, 0x1110);
+    g_assert_cmphex(qpci_config_readw(g->dev, PCI_CLASS_DEVICE), ==, 0x0500);
+    g_assert_cmphex(qpci_config_readw(g->dev, PCI_SUBSYSTEM_VENDOR_ID), ==,
+                    0x1af4);
+    g_assert_cmphex(qpci_config_readw(g->dev, PCI_SUBSYSTEM_ID), ==, 0x1100);
+    g_assert_cmphex(qpci_config_readb(g->dev, PCI_REVISION_ID), ==, 1);
+    g_assert_cmphex(qpci_config_readl(g->dev, PCI_BASE_ADDRESS_2) &
+                    ~PCI_BASE_ADDRESS_MEM_MASK, ==,
+                    PCI_BASE_ADDRESS_MEM_TYPE_64 |
+                    PCI_BASE_ADDRESS_MEM_PREFETCH);
+    g_assert_cmpuint(g->bar2_size, ==, 1 * MiB);
+    g_assert_cmphex(qpci_find_capability(g->dev, PCI_CAP_ID_MSIX, 0), ==, 0);
+    g_assert_cmphex(qpci_config_readl(g->dev, PCI_BASE_ADDRESS_1), ==, 0);
+    /* BAR0 is 256 bytes */
+    qpci_config_writel(g->dev, PCI_BASE_ADDRESS_0, 0xffffffff);
+    g_assert_cmphex(qpci_config_readl(g->dev, PCI_BASE_ADDRESS_0) &
+                    PCI_BASE_ADDRESS_MEM_MASK, ==, 0xffffff00);
+    guest_destroy(g);
+    unlink(file);
+}
+
+static void test_registers(void)
+{
+    g_autofree char *file = tmp_path("regs");
+    Guest *g;
+
+    g = guest_start(SLOT, "-M pc -object memory-backend-file,id=m,size=1M,"
+                    "mem-path=%s,share=on -device ivshmem-plain,memdev=m,"
+                    "addr=%d", file, SLOT);
+    g_assert_cmphex(reg_read(g, REG_INTR_MASK), ==, 0);
+    g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 0);
+    g_assert_cmphex(reg_read(g, REG_IV_POSITION), ==, 0);
+
+    reg_write(g, REG_INTR_MASK, 0xffffffff);
+    g_assert_cmphex(reg_read(g, REG_INTR_MASK), ==, 0xffffffff);
+    reg_write(g, REG_INTR_STATUS, 1);
+    g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 1);
+    g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 0);  /* read clears */
+    reg_write(g, REG_IV_POSITION, 0x1234);                 /* read-only */
+    g_assert_cmphex(reg_read(g, REG_IV_POSITION), ==, 0);
+    reg_write(g, REG_DOORBELL, 0xffffffff);                /* no server */
+    g_assert_cmphex(reg_read(g, REG_DOORBELL), ==, 0);     /* write-only */
+    g_assert_cmphex(reg_read(g, 0x10), ==, 0);             /* reserved */
+    g_assert_cmphex(reg_read(g, 0xfc), ==, 0);
+
+    /* system_reset returns the registers to their reset values */
+    qtest_qmp_assert_success(g->qts, "{'execute': 'system_reset'}");
+    qtest_qmp_eventwait(g->qts, "RESET");
+    guest_detach(g);
+    guest_attach(g, g->qts, SLOT);
+    g_assert_cmphex(reg_read(g, REG_INTR_MASK), ==, 0);
+    guest_destroy(g);
+    unlink(file);
+}
+
+static void check_coherence(Guest *g, void *host, size_t size)
+{
+    uint32_t *h = host;
+    uint64_t off;
+
+    for (off = 0; off < size; off += size / 16) {
+        h[off / 4] = 0xa5a50000 | off >> 12;
+        g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, off), ==,
+                        0xa5a50000 | off >> 12);
+        qpci_io_writel(g->dev, g->bar2, off + 4, 0x5a5a0000 | off >> 12);
+        g_assert_cmphex(h[off / 4 + 1], ==, 0x5a5a0000 | off >> 12);
+    }
+    qpci_io_writel(g->dev, g->bar2, size - 4, 0xdeadbeef);
+    g_assert_cmphex(h[size / 4 - 1], ==, 0xdeadbeef);
+}
+
+static void test_plain_file(void)
+{
+    g_autofree char *file = tmp_path("plain-file");
+    Guest *g;
+    void *host;
+
+    g = guest_start(SLOT, "-M pc -object memory-backend-file,id=m,size=2M,"
+                    "mem-path=%s,share=on -device ivshmem-plain,memdev=m,"
+                    "addr=%d", file, SLOT);
+    host = map_file(file, 2 * MiB);
+    check_coherence(g, host, 2 * MiB);
+    munmap(host, 2 * MiB);
+    guest_destroy(g);
+    unlink(file);
+}
+
+static void test_plain_memfd(void)
+{
+    Guest *g;
+    void *host;
+    uint64_t off = 0x1000;
+
+    g = guest_start(SLOT, "-M pc -object memory-backend-memfd,id=m,size=1M,"
+                    "share=on -device ivshmem-plain,memdev=m,addr=%d", SLOT);
+    /* memfd is not reachable from here: check guest-side persistence */
+    qpci_io_writel(g->dev, g->bar2, off, 0x600df00d);
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, off), ==, 0x600df00d);
+    g_assert_cmpuint(g->bar2_size, ==, 1 * MiB);
+    guest_destroy(g);
+    (void)host;
+}
+
+static void test_plain_two_devices(void)
+{
+    g_autofree char *file = tmp_path("two");
+    Guest *g, g2;
+    void *host;
+
+    g = guest_start(SLOT, "-M pc -object memory-backend-file,id=m1,size=1M,"
+                    "mem-path=%s,share=on -object memory-backend-file,id=m2,"
+                    "size=1M,mem-path=%s,share=on "
+                    "-device ivshmem-plain,memdev=m1,addr=%d "
+                    "-device ivshmem-plain,memdev=m2,addr=%d",
+                    file, file, SLOT, SLOT + 1);
+    guest_attach(&g2, g->qts, SLOT + 1);
+    host = map_file(file, 1 * MiB);
+    qpci_io_writel(g->dev, g->bar2, 0x100, 0x11223344);
+    g_assert_cmphex(qpci_io_readl(g2.dev, g2.bar2, 0x100), ==, 0x11223344);
+    qpci_io_writel(g2.dev, g2.bar2, 0x200, 0x55667788);
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 0x200), ==, 0x55667788);
+    g_assert_cmphex(((uint32_t *)host)[0x200 / 4], ==, 0x55667788);
+    munmap(host, 1 * MiB);
+    guest_detach(&g2);
+    guest_destroy(g);
+    unlink(file);
+}
+
+static void test_plain_large_bar(void)
+{
+    g_autofree char *file = tmp_path("large");
+    Guest *g;
+    uint32_t lo, hi;
+    uint64_t size;
+
+    /* 8 GiB sparse file: check the 64-bit BAR2 sizing from config space */
+    g = guest_start(SLOT, "-M pc -object memory-backend-file,id=m,size=8G,"
+                    "mem-path=%s,share=on,prealloc=off "
+                    "-device ivshmem-plain,memdev=m,addr=%d", file, SLOT);
+    qpci_config_writel(g->dev, PCI_BASE_ADDRESS_2, 0xffffffff);
+    qpci_config_writel(g->dev, PCI_BASE_ADDRESS_3, 0xffffffff);
+    lo = qpci_config_readl(g->dev, PCI_BASE_ADDRESS_2);
+    hi = qpci_config_readl(g->dev, PCI_BASE_ADDRESS_3);
+    size = ~(((uint64_t)hi << 32) | (lo & PCI_BASE_ADDRESS_MEM_MASK)) + 1;
+    g_assert_cmphex(size, ==, 8 * GiB);
+    /* map it above 4 GiB and touch both ends */
+    qpci_config_writel(g->dev, PCI_BASE_ADDRESS_2, 0);
+    qpci_config_writel(g->dev, PCI_BASE_ADDRESS_3, 0x10);  /* 64 GiB */
+    qpci_config_writew(g->dev, PCI_COMMAND,
+                       PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    qtest_writel(g->qts, 0x1000000000ULL, 0xcafe0001);
+    qtest_writel(g->qts, 0x1000000000ULL + 8 * GiB - 4, 0xcafe0002);
+    g_assert_cmphex(qtest_readl(g->qts, 0x1000000000ULL), ==, 0xcafe0001);
+    g_assert_cmphex(qtest_readl(g->qts, 0x1000000000ULL + 8 * GiB - 4), ==,
+                    0xcafe0002);
+    guest_destroy(g);
+    unlink(file);
+}
+
+static void test_legacy_shm_create(void)
+{
+    g_autofree char *name = shm_name("create");
+    g_autofree char *path = g_strdup_printf("/dev/shm/%s", name);
+    struct stat st;
+    Guest *g;
+    void *host;
+
+    g_assert_false(shm_exists(name));
+    g = guest_start(SLOT, "-M pc -device ivshmem,shm=%s,addr=%d", name,
+                    SLOT);
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, 4 * MiB);   /* default size */
+    g_assert_cmpuint(g->bar2_size, ==, 4 * MiB);
+    g_assert_cmphex(qpci_config_readb(g->dev, PCI_REVISION_ID), ==, 0);
+    host = map_file(path, 4 * MiB);
+    check_coherence(g, host, 4 * MiB);
+    munmap(host, 4 * MiB);
+    guest_destroy(g);
+    shm_unlink(name);
+}
+
+static void test_legacy_shm_existing(void)
+{
+    g_autofree char *name = shm_name("existing");
+    g_autofree char *path = g_strdup_printf("/dev/shm/%s", name);
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    g_autofree char *args = NULL;
+    Guest *g;
+    void *host;
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, 2 * MiB), ==, 0);
+    host = map_fd(fd, 2 * MiB);
+    ((uint32_t *)host)[0x40] = 0x0badcafe;
+    /* size smaller than the object: map the first 1 MiB ("-m" suffix) */
+    g = guest_start(SLOT, "-M pc -device ivshmem,shm=%s,size=1m,addr=%d",
+                    name, SLOT);
+    g_assert_cmpuint(g->bar2_size, ==, 1 * MiB);
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 0x100), ==, 0x0badcafe);
+    guest_destroy(g);
+    /* a bare number is MiB, as with -m */
+    g = guest_start(SLOT, "-M pc -device ivshmem,shm=%s,size=2,addr=%d",
+                    name, SLOT);
+    g_assert_cmpuint(g->bar2_size, ==, 2 * MiB);
+    guest_destroy(g);
+    /* larger than the object: refused, object left as it was */
+    args = g_strdup_printf("-device ivshmem,shm=%s,size=4M", name);
+    expect_start_failure(args, "larger than");
+    g_assert_cmphex(((uint32_t *)host)[0x40], ==, 0x0badcafe);
+    {
+        struct stat st;
+
+        g_assert_cmpint(fstat(fd, &st), ==, 0);
+        g_assert_cmpint(st.st_size, ==, 2 * MiB);
+    }
+    munmap(host, 2 * MiB);
+    close(fd);
+    shm_unlink(name);
+}
+
+static void test_cmdline_errors(void)
+{
+    g_autofree char *name = shm_name("err");
+    g_autofree char *file = tmp_path("err");
+    g_autofree char *a = NULL;
+
+    a = g_strdup_printf("-device ivshmem,shm=%s,size=3M", name);
+    expect_start_failure(a, "'size'");
+    g_assert_false(shm_exists(name));
+    g_free(a);
+    a = g_strdup_printf("-device ivshmem,shm=%s,size=junk", name);
+    expect_start_failure(a, "'size'");
+    g_free(a);
+    a = g_strdup_printf("-chardev socket,id=c,path=%s/nowhere,server=on,"
+                        "wait=off -device ivshmem,shm=%s,chardev=c",
+                        tmpdir, name);
+    expect_start_failure(a, "exactly one of the properties 'shm' and "
+                         "'chardev'");
+    g_assert_false(shm_exists(name));
+    expect_start_failure("-device ivshmem", "exactly one of the properties");
+    g_free(a);
+    a = g_strdup_printf("-device ivshmem,shm=%s,role=boss", name);
+    expect_start_failure(a, "'role'");
+    g_assert_false(shm_exists(name));
+    /* failure after the object was created: it is removed again */
+    g_free(a);
+    a = g_strdup_printf("-only-migratable -device ivshmem,shm=%s", name);
+    expect_start_failure(a, "role=master");
+    g_assert_false(shm_exists(name));
+
+    expect_start_failure("-device ivshmem-doorbell", "'chardev' is required");
+    g_free(a);
+    a = g_strdup_printf("-chardev socket,id=c,path=%s/nowhere,server=on,"
+                        "wait=off -device ivshmem-doorbell,chardev=c,"
+                        "vectors=0", tmpdir);
+    expect_start_failure(a, "'vectors'");
+    g_free(a);
+    a = g_strdup_printf("-chardev socket,id=c,path=%s/nowhere,server=on,"
+                        "wait=off -device ivshmem-doorbell,chardev=c,"
+                        "vectors=2049", tmpdir);
+    expect_start_failure(a, "'vectors'");
+
+    expect_start_failure("-device ivshmem-plain", "'memdev' is required");
+    g_free(a);
+    a = g_strdup_printf("-object memory-backend-file,id=m,size=1M,"
+                        "mem-path=%s,share=off -device ivshmem-plain,memdev=m",
+                        file);
+    expect_start_failure(a, "share=on");
+    g_free(a);
+    a = g_strdup_printf("-object memory-backend-file,id=m,size=1M,"
+                        "mem-path=%s,share=on -device ivshmem-plain,memdev=m "
+                        "-device ivshmem-plain,memdev=m", file);
+    expect_start_failure(a, "already in use");
+    g_free(a);
+    a = g_strdup_printf("-object memory-backend-file,id=m,size=3M,"
+                        "mem-path=%s,share=on -device ivshmem-plain,memdev=m",
+                        file);
+    expect_start_failure(a, "power of two");
+    g_free(a);
+    a = g_strdup_printf("-only-migratable -object memory-backend-file,id=m,"
+                        "size=1M,mem-path=%s,share=on "
+                        "-device ivshmem-plain,memdev=m", file);
+    expect_start_failure(a, "master=on");
+    unlink(file);
+}
+
+static void check_described(const char *type, const char *const *props)
+{
+    QTestState *qts = qtest_init("-M none");
+    QDict *resp = qtest_qmp(qts, "{'execute': 'device-list-properties',"
+                            " 'arguments': {'typename': %s}}", type);
+    QList *list = qdict_get_qlist(resp, "return");
+    g_autoptr(GHashTable) described = g_hash_table_new_full(g_str_hash,
+                                                            g_str_equal,
+                                                            g_free, NULL);
+    QListEntry *e;
+
+    g_assert(list);
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *p = qobject_to(QDict, qlist_entry_obj(e));
+
+        g_hash_table_insert(described, g_strdup(qdict_get_str(p, "name")),
+                            GINT_TO_POINTER(qdict_haskey(p, "description")));
+    }
+    for (; *props; props++) {
+        g_test_message("%s.%s", type, *props);
+        g_assert_true(g_hash_table_contains(described, *props));
+        g_assert_true(g_hash_table_lookup(described, *props));
+    }
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
+static void test_help(void)
+{
+    static const char *const legacy[] = {
+        "size", "shm", "chardev", "msi", "vectors", "ioeventfd", "role", NULL
+    };
+    static const char *const plain[] = { "memdev", "master", NULL };
+    static const char *const doorbell[] = {
+        "chardev", "vectors", "ioeventfd", "master", NULL
+    };
+
+    check_described("ivshmem", legacy);
+    check_described("ivshmem-plain", plain);
+    check_described("ivshmem-doorbell", doorbell);
+}
+
+/*
+ * Server tests
+ */
+
+/* Every pair of peers rings on every vector; @qemus are QEMU peers. */
+static void check_all_doorbells(FakeServer *srv, Guest **qemus, int nqemu,
+                                const int *qemu_ids)
+{
+    int i, j, v, id;
+
+    for (i = 0; i < nqemu; i++) {
+        for (v = 0; v < srv->nvectors; v++) {
+            msix_program(qemus[i], v, false);
+        }
+    }
+    /* QEMU peers ring everybody else */
+    for (i = 0; i < nqemu; i++) {
+        for (id = 0; id < MAX_PEERS; id++) {
+            int target = -1;
+
+            if (id == qemu_ids[i] || server_efd(srv, id, 0) < 0) {
+                continue;
+            }
+            for (j = 0; j < nqemu; j++) {
+                if (qemu_ids[j] == id) {
+                    target = j;
+                }
+            }
+            for (v = 0; v < srv->nvectors; v++) {
+                if (target >= 0) {
+                    MsiCheck c = { qemus[target], v };
+                    int w;
+
+                    g_assert_true(ring_until(qemus[i], id, v, check_msi, &c));
+                    for (w = 0; w < srv->nvectors; w++) {
+                        g_assert_false(msi_fired(qemus[target], w));
+                    }
+                } else {
+                    int efd = server_efd(srv, id, v);
+
+                    g_assert_true(ring_until(qemus[i], id, v, check_event,
+                                             &efd));
+                }
+            }
+        }
+    }
+    /* local peers ring every QEMU peer */
+    for (i = 0; i < nqemu; i++) {
+        for (v = 0; v < srv->nvectors; v++) {
+            int w;
+
+            event_set(server_efd(srv, qemu_ids[i], v));
+            g_assert_true(wait_msi(qemus[i], v));
+            for (w = 0; w < srv->nvectors; w++) {
+                g_assert_false(msi_fired(qemus[i], w));
+            }
+        }
+    }
+    /* nothing fired elsewhere */
+    for (i = 0; i < nqemu; i++) {
+        for (v = 0; v < srv->nvectors; v++) {
+            g_assert_false(msi_fired(qemus[i], v));
+        }
+    }
+}
+
+static void run_server_peers(int nqemu, int nlocal, int nvectors,
+                             const char *extra)
+{
+    FakeServer *srv = server_start(1 * MiB, nvectors, 0);
+    Guest *qemus[MAX_PEERS];
+    int ids[MAX_PEERS];
+    int i, j;
+    uint32_t *host = map_fd(srv->shm_fd, 1 * MiB);
+
+    for (i = 0; i < nlocal; i++) {
+        server_join(srv, -1);
+    }
+    for (i = 0; i < nqemu; i++) {
+        qemus[i] = doorbell_guest(srv, SLOT, extra);
+        ids[i] = reg_read(qemus[i], REG_IV_POSITION);
+        g_assert_cmpuint(ids[i], ==, nlocal + i);
+        g_assert_true(qemus[i]->msix);
+        g_assert_cmpuint(qpci_msix_table_size(qemus[i]->dev), ==, nvectors);
+        g_assert_cmpuint(qemus[i]->bar2_size, ==, 1 * MiB);
+        for (j = 0; j < i; j++) {
+            g_assert_cmpuint(ids[i], !=, ids[j]);
+        }
+    }
+    /* every QEMU sees the server's memory */
+    for (i = 0; i < nqemu; i++) {
+        host[i] = 0x1000 + i;
+        for (j = 0; j < nqemu; j++) {
+            g_assert_cmphex(qpci_io_readl(qemus[j]->dev, qemus[j]->bar2,
+                                          i * 4), ==, 0x1000 + i);
+        }
+    }
+    check_all_doorbells(srv, qemus, nqemu, ids);
+    munmap(host, 1 * MiB);
+    for (i = 0; i < nqemu; i++) {
+        guest_destroy(qemus[i]);
+    }
+    server_stop(srv);
+}
+
+static void test_server_2_peers(void)
+{
+    run_server_peers(2, 0, 2, NULL);
+}
+
+static void test_server_8_peers(void)
+{
+    run_server_peers(3, 5, 4, NULL);
+}
+
+static void test_server_ioeventfd_off(void)
+{
+    run_server_peers(2, 1, 3, ",ioeventfd=off");
+}
+
+static void test_server_16bit_vector(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    int local = server_join(srv, -1);
+    Guest *g = doorbell_guest(srv, SLOT, NULL);
+
+    /* vector 0x100 does not exist: it must not alias vector 0 */
+    ring(g, local, 0x100);
+    g_assert_false(event_wait(server_efd(srv, local, 0), 200));
+    ring(g, local, 0xffff);
+    ring(g, 0xffff, 0);
+    g_assert_false(event_wait(server_efd(srv, local, 0), 200));
+    ring(g, local, 0);
+    g_assert_true(event_wait(server_efd(srv, local, 0), WAIT_MS));
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+static void test_server_masked_pending(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 2, 0);
+    Guest *g = doorbell_guest(srv, SLOT, NULL);
+    int id = reg_read(g, REG_IV_POSITION);
+
+    msix_program(g, 0, true);
+    msix_program(g, 1, false);
+    event_set(server_efd(srv, id, 0));
+    g_assert_true(wait_pending(g, 0, WAIT_MS));
+    g_assert_false(msi_fired(g, 0));
+    g_assert_false(qpci_msix_pending(g->dev, 1));
+    /* unmasking delivers the pending message */
+    msix_program(g, 0, false);
+    g_assert_true(wait_msi(g, 0));
+    g_assert_false(qpci_msix_pending(g->dev, 0));
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+static void test_server_intx(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    Guest *g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s "
+                           "-device ivshmem,chardev=c,msi=off,addr=%d",
+                           srv->path, SLOT);
+    int id = reg_read(g, REG_IV_POSITION);
+    gint64 end;
+
+    g_assert_false(g->msix);
+    g_assert_cmphex(qpci_config_readb(g->dev, PCI_REVISION_ID), ==, 0);
+    g_assert_cmphex(qpci_config_readb(g->dev, PCI_INTERRUPT_PIN), ==, 1);
+    reg_write(g, REG_INTR_MASK, 1);
+    event_set(server_efd(srv, id, 0));
+    end = g_get_monotonic_time() + WAIT_MS * 1000;
+    while (!(qpci_config_readw(g->dev, PCI_STATUS) & PCI_STATUS_INTERRUPT)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(1000);
+    }
+    g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 1);   /* clears */
+    g_assert_false(qpci_config_readw(g->dev, PCI_STATUS) &
+                   PCI_STATUS_INTERRUPT);
+    /* masked: status is set, INTx stays low */
+    reg_write(g, REG_INTR_MASK, 0);
+    event_set(server_efd(srv, id, 0));
+    end = g_get_monotonic_time() + WAIT_MS * 1000;
+    while (reg_read(g, REG_INTR_STATUS) == 0) {
+        g_assert_false(qpci_config_readw(g->dev, PCI_STATUS) &
+                       PCI_STATUS_INTERRUPT);
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(1000);
+    }
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+static void test_server_disconnect_join(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 2, 0);
+    int local = server_join(srv, -1);
+    Guest *g = doorbell_guest(srv, SLOT, NULL);
+    int keep = dup(server_efd(srv, local, 1));
+    int late, v;
+
+    ring(g, local, 1);
+    g_assert_true(event_wait(keep, WAIT_MS));
+    server_leave(srv, local);
+    g_usleep(300 * 1000);
+    reg_read(g, REG_IV_POSITION);       /* main loop has run */
+    ring(g, local, 1);
+    g_assert_false(event_wait(keep, 300));
+    close(keep);
+
+    late = server_join(srv, -1);
+    g_assert_cmpint(late, !=, local);
+    for (v = 0; v < 2; v++) {
+        gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+        do {
+            ring(g, late, v);
+            g_assert_cmpint(g_get_monotonic_time(), <, end);
+        } while (!event_wait(server_efd(srv, late, v), 50));
+    }
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+static void test_server_fewer_more_vectors(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 2, 0);
+    Guest *g;
+    int id;
+    gint64 t0 = g_get_monotonic_time();
+
+    /* the server hands out 2 vectors, we want 4: no hang, 2 work */
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s "
+                    "-device ivshmem-doorbell,chardev=c,vectors=4,addr=%d",
+                    srv->path, SLOT);
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, 10 * G_USEC_PER_SEC);
+    id = reg_read(g, REG_IV_POSITION);
+    msix_program(g, 1, false);
+    event_set(server_efd(srv, id, 1));
+    g_assert_true(wait_msi(g, 1));
+    ring(g, id, 3);                     /* unconnected: ignored */
+    guest_destroy(g);
+
+    /* we want 1 of the 2: the extra fd is closed, vector 0 works */
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s "
+                    "-device ivshmem-doorbell,chardev=c,vectors=1,addr=%d",
+                    srv->path, SLOT);
+    id = reg_read(g, REG_IV_POSITION);
+    msix_program(g, 0, false);
+    event_set(server_efd(srv, id, 0));
+    g_assert_true(wait_msi(g, 0));
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+static void test_server_master_not_first(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 1);
+    g_autofree char *a = g_strdup_printf("-chardev socket,id=c,path=%s "
+                                         "-device ivshmem-doorbell,"
+                                         "chardev=c,master=on", srv->path);
+    g_autofree char *b = g_strdup_printf("-chardev socket,id=c,path=%s "
+                                         "-device ivshmem,chardev=c,"
+                                         "role=master", srv->path);
+
+    expect_start_failure(a, "property 'master'");
+    expect_start_failure(b, "property 'role'");
+    server_stop(srv);
+}
+
+static void test_server_reset_keeps_connection(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    int local = server_join(srv, -1);
+    Guest *g = doorbell_guest(srv, SLOT, NULL);
+
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 1);
+    qtest_qmp_assert_success(g->qts, "{'execute': 'system_reset'}");
+    qtest_qmp_eventwait(g->qts, "RESET");
+    guest_detach(g);
+    guest_attach(g, g->qts, SLOT);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 1);
+    ring(g, local, 0);
+    g_assert_true(event_wait(server_efd(srv, local, 0), WAIT_MS));
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+/* Malformed servers: a scripted sequence, then wait for QEMU to go. */
+
+enum { FD_NONE, FD_SHM, FD_SHM_ODD, FD_EVENTFD, FD_PIPE };
+
+typedef struct ScriptMsg {
+    int64_t value;
+    int fd_kind;
+} ScriptMsg;
+
+typedef struct Script {
+    const char *name;
+    ScriptMsg msgs[8];
+    int nmsgs;
+    bool close_early;           /* close right after the messages */
+    const char *error;
+} Script;
+
+typedef struct ScriptServer {
+    int listen_fd;
+    const Script *script;
+} ScriptServer;
+
+static int script_fd(int kind)
+{
+    int p[2];
+
+    switch (kind) {
+    case FD_SHM:
+        return make_memfd(1 * MiB);
+    case FD_SHM_ODD:
+        return make_memfd(3 * 4096);
+    case FD_EVENTFD:
+        return make_eventfd();
+    case FD_PIPE:
+        g_assert_cmpint(pipe(p), ==, 0);
+        close(p[1]);
+        return p[0];
+    default:
+        return -1;
+    }
+}
+
+static gpointer script_thread(gpointer opaque)
+{
+    ScriptServer *ss = opaque;
+    struct pollfd pfd = { .fd = ss->listen_fd, .events = POLLIN };
+    char byte;
+    int conn, i;
+
+    if (poll(&pfd, 1, 10000) != 1) {
+        return NULL;
+    }
+    conn = accept(ss->listen_fd, NULL, NULL);
+    for (i = 0; i < ss->script->nmsgs; i++) {
+        int fd = script_fd(ss->script->msgs[i].fd_kind);
+
+        send_msg(conn, ss->script->msgs[i].value, fd);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    if (!ss->script->close_early) {
+        pfd.fd = conn;
+        if (poll(&pfd, 1, 10000) == 1) {
+            g_assert_cmpint(read(conn, &byte, 1), <=, 0);
+        }
+    }
+    close(conn);
+    return NULL;
+}
+
+static void test_malformed(gconstpointer opaque)
+{
+    const Script *script = opaque;
+    g_autofree char *path = tmp_path("bad.sock");
+    ScriptServer ss = { .listen_fd = listen_unix(path), .script = script };
+    GThread *t = g_thread_new("script", script_thread, &ss);
+    g_autofree char *args = g_strdup_printf("-chardev socket,id=c,path=%s "
+                                            "-device ivshmem-doorbell,"
+                                            "chardev=c,vectors=2", path);
+
+    expect_start_failure(args, script->error);
+    g_thread_join(t);
+    close(ss.listen_fd);
+    unlink(path);
+}
+
+static const Script scripts[] = {
+    { "bad-version", { { 1, FD_NONE } }, 1, false, "protocol version 1" },
+    { "id-too-big", { { 0, FD_NONE }, { 65536, FD_NONE } }, 2, false,
+      "outside 0..65535" },
+    { "id-negative", { { 0, FD_NONE }, { -7, FD_NONE } }, 2, false,
+      "outside 0..65535" },
+    { "shm-without-fd", { { 0, FD_NONE }, { 0, FD_NONE },
+      { -1, FD_NONE } }, 3, false, "without the fd" },
+    { "shm-is-eventfd", { { 0, FD_NONE }, { 0, FD_NONE },
+      { -1, FD_EVENTFD } }, 3, false, "not a shared memory object" },
+    { "shm-odd-size", { { 0, FD_NONE }, { 0, FD_NONE },
+      { -1, FD_SHM_ODD } }, 3, false, "not a power of two" },
+    { "fd-with-version", { { 0, FD_EVENTFD } }, 1, false,
+      "sent an fd with message" },
+    { "close-after-version", { { 0, FD_NONE } }, 1, true,
+      "closed the connection during setup" },
+    { "close-after-id", { { 0, FD_NONE }, { 3, FD_NONE } }, 2, true,
+      "closed the connection during setup" },
+    { "vector-is-pipe", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 5, FD_PIPE } }, 4, false, "not an eventfd" },
+    { "own-vector-is-shm", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_SHM } }, 4, false, "not an eventfd" },
+};
+
+/* Hot-plug and unplug: every fd taken by the device is released. */
+
+/*
+ * q35: the guest powers the root port's slot off, so that device_del
+ * completes without a round trip through a guest driver.
+ */
+static void q35_power_off_slot(QTestState *qts)
+{
+    QPCIBus *bus = qpci_new_pc(qts, NULL);
+    QPCIDevice *rp = qpci_device_find(bus, QPCI_DEVFN(2, 0));
+    uint8_t cap = qpci_find_capability(rp, PCI_CAP_ID_EXP, 0);
+    uint16_t ctl = qpci_config_readw(rp, cap + PCI_EXP_SLTCTL);
+
+    qpci_config_writew(rp, cap + PCI_EXP_SLTCTL,
+                       ctl | PCI_EXP_SLTCTL_PCC | PCI_EXP_SLTCTL_PWR_IND_OFF);
+    g_free(rp);
+    qpci_free_pc(bus);
+}
+
+static void hotplug_cycle(QTestState *qts, const char *driver,
+                          QDict *args, bool q35)
+{
+    pid_t pid = qtest_pid(qts);
+    int before = count_fds(pid);
+
+    qdict_put_str(args, "id", "iv");
+    if (q35) {
+        qdict_put_str(args, "bus", "rp0");
+        qdict_put_str(args, "addr", "0");
+    } else {
+        qdict_put_str(args, "addr", stringify(SLOT));
+    }
+    qtest_qmp_device_add_qdict(qts, driver, args);
+    qobject_unref(args);
+    if (q35) {
+        qtest_qmp_device_del(qts, "iv");
+    } else {
+        qpci_unplug_acpi_device_test(qts, "iv", SLOT);
+    }
+    g_assert_true(wait_fd_count(pid, before));
+}
+
+static void run_hotplug(bool q35)
+{
+    FakeServer *srv = server_start(1 * MiB, 2, 0);
+    g_autofree char *file = tmp_path("hotplug");
+    QTestState *qts;
+    QDict *args;
+    int i;
+
+    server_join(srv, -1);
+    qts = qtest_initf("-M %s %s -object memory-backend-file,id=m,size=1M,"
+                      "mem-path=%s,share=on "
+                      "-chardev socket,id=c1,path=%s "
+                      "-chardev socket,id=c2,path=%s",
+                      q35 ? "q35 -global ICH9-LPC.acpi-pci-hotplug-with-"
+                      "bridge-support=off" : "pc",
+                      q35 ? "-device pcie-root-port,id=rp0,chassis=1,"
+                      "addr=2.0" : "", file, srv->path, srv->path);
+    if (q35) {
+        q35_power_off_slot(qts);
+    }
+    /* twice: the memdev can be used again after unplug */
+    for (i = 0; i < 2; i++) {
+        args = qdict_new();
+        qdict_put_str(args, "memdev", "m");
+        hotplug_cycle(qts, "ivshmem-plain", args, q35);
+    }
+    args = qdict_new();
+    qdict_put_str(args, "chardev", "c1");
+    qdict_put_int(args, "vectors", 2);
+    hotplug_cycle(qts, "ivshmem-doorbell", args, q35);
+    args = qdict_new();
+    qdict_put_str(args, "chardev", "c2");
+    qdict_put_bool(args, "msi", false);
+    hotplug_cycle(qts, "ivshmem", args, q35);
+    qtest_quit(qts);
+    server_stop(srv);
+    unlink(file);
+}
+
+static void test_hotplug_pc(void)
+{
+    run_hotplug(false);
+}
+
+static void test_hotplug_q35(void)
+{
+    run_hotplug(true);
+}
+
+/* Migration */
+
+static void wait_migration_done(QTestState *qts)
+{
+    gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+
+    for (;;) {
+        QDict *resp = qtest_qmp(qts, "{'execute': 'query-migrate'}");
+        QDict *ret = qdict_get_qdict(resp, "return");
+        const char *status = qdict_get_try_str(ret, "status");
+        bool done = status && g_str_equal(status, "completed");
+
+        g_assert(!status || !g_str_equal(status, "failed"));
+        qobject_unref(resp);
+        if (done) {
+            return;
+        }
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(20000);
+    }
+}
+
+static void test_migrate_master(void)
+{
+    g_autofree char *src_file = tmp_path("mig-src");
+    g_autofree char *dst_file = tmp_path("mig-dst");
+    g_autofree char *sock = tmp_path("mig.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    Guest *src, *dst;
+    uint32_t *host;
+
+    src = guest_start(SLOT, "-M pc -object memory-backend-file,id=m,size=1M,"
+                      "mem-path=%s,share=on -device ivshmem-plain,memdev=m,"
+                      "master=on,addr=%d", src_file, SLOT);
+    dst = g_new0(Guest, 1);
+    dst->qts = qtest_initf("-M pc -object memory-backend-file,id=m,size=1M,"
+                           "mem-path=%s,share=on -device ivshmem-plain,"
+                           "memdev=m,master=on,addr=%d -incoming %s",
+                           dst_file, SLOT, uri);
+    qpci_io_writel(src->dev, src->bar2, 0x800, 0x13572468);
+    qpci_io_writel(src->dev, src->bar2, 1 * MiB - 4, 0x24681357);
+    reg_write(src, REG_INTR_MASK, 0xabcd);
+    qtest_qmp_assert_success(src->qts, "{'execute': 'migrate', "
+                             "'arguments': {'uri': %s}}", uri);
+    wait_migration_done(src->qts);
+    qtest_qmp_eventwait(dst->qts, "RESUME");
+    host = map_file(dst_file, 1 * MiB);
+    g_assert_cmphex(host[0x800 / 4], ==, 0x13572468);
+    g_assert_cmphex(host[1 * MiB / 4 - 1], ==, 0x24681357);
+    munmap(host, 1 * MiB);
+    /* the guest on the destination sees the same device state */
+    dst->bus = qpci_new_pc(dst->qts, NULL);
+    dst->dev = qpci_device_find(dst->bus, QPCI_DEVFN(SLOT, 0));
+    dst->bar0 = qpci_iomap(dst->dev, 0, NULL);
+    dst->bar2 = qpci_iomap(dst->dev, 2, NULL);
+    g_assert_cmphex(reg_read(dst, REG_INTR_MASK), ==, 0xabcd);
+    g_assert_cmphex(qpci_io_readl(dst->dev, dst->bar2, 0x800), ==,
+                    0x13572468);
+    guest_destroy(src);
+    guest_destroy(dst);
+    unlink(src_file);
+    unlink(dst_file);
+}
+
+static void test_migrate_peer_blocked(void)
+{
+    g_autofree char *file = tmp_path("mig-peer");
+    g_autofree char *sock = tmp_path("mig-peer.sock");
+    QTestState *qts;
+    QDict *resp;
+    const char *desc;
+
+    qts = qtest_initf("-M pc -object memory-backend-file,id=m,size=1M,"
+                      "mem-path=%s,share=on -device ivshmem-plain,memdev=m,"
+                      "id=shm0,addr=%d", file, SLOT);
+    resp = qtest_qmp(qts, "{'execute': 'migrate', 'arguments': "
+                     "{'uri': 'unix:%s'}}", sock);
+    g_assert(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_test_message("migrate: %s", desc);
+    g_assert_nonnull(strstr(desc, "shm0"));
+    g_assert_nonnull(strstr(desc, "nplug"));
+    g_assert_nonnull(strstr(desc, "master=on"));
+    qobject_unref(resp);
+    /* unplugging the device lifts the blocker */
+    qpci_unplug_acpi_device_test(qts, "shm0", SLOT);
+    qtest_qmp_assert_success(qts, "{'execute': 'migrate', 'arguments': "
+                             "{'uri': 'exec:cat > /dev/null'}}");
+    wait_migration_done(qts);
+    qtest_quit(qts);
+    unlink(file);
+}
+
+/* KVM: irqfd set-up and teardown (these hosts cannot run a guest) */
+
+static void test_kvm_irqfd(void)
+{
+    FakeServer *srv;
+    Guest *g;
+    int fd = open("/dev/kvm", O_RDWR);
+    int local, id;
+
+    if (fd < 0) {
+        g_test_skip("/dev/kvm is not usable");
+        return;
+    }
+    close(fd);
+    if (!qtest_has_accel("kvm")) {
+        g_test_skip("KVM support not built in");
+        return;
+    }
+    srv = server_start(1 * MiB, 2, 0);
+    local = server_join(srv, -1);
+    g = guest_start(SLOT, "-M pc -accel kvm -S -chardev socket,id=c,path=%s "
+                    "-device ivshmem-doorbell,chardev=c,vectors=2,addr=%d",
+                    srv->path, SLOT);
+    id = reg_read(g, REG_IV_POSITION);
+    g_assert_cmpint(id, ==, 1);
+    /* unmasked: vector 0 goes through an irqfd; masked: main loop + PBA */
+    msix_program(g, 0, false);
+    msix_program(g, 1, true);
+    event_set(server_efd(srv, id, 1));
+    g_assert_true(wait_pending(g, 1, WAIT_MS));
+    msix_program(g, 0, true);            /* irqfd torn down */
+    event_set(server_efd(srv, id, 0));
+    g_assert_true(wait_pending(g, 0, WAIT_MS));
+    msix_program(g, 0, false);           /* irqfd again, pending delivered */
+    ring(g, local, 1);
+    g_assert_true(event_wait(server_efd(srv, local, 1), WAIT_MS));
+    qpci_msix_disable(g->dev);
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+/* The real server binary */
+
+static void test_real_server(void)
+{
+    const char *server = g_getenv("IVSHMEM_SERVER");
+    g_autofree char *sock = tmp_path("real.sock");
+    g_autofree char *pidfile = tmp_path("real.pid");
+    g_autofree char *name = shm_name("real");
+    g_autofree char *cmd = NULL;
+    g_auto(GStrv) argv = NULL;
+    Guest *a, *b;
+    GPid pid;
+    gint64 end;
+    int ida, idb, v;
+
+    if (!server) {
+        g_test_skip("IVSHMEM_SERVER is not set");
+        return;
+    }
+    cmd = g_strdup_printf("%s -F -S %s -M %s -l 1M -n 2 -p %s", server, sock,
+                          name, pidfile);
+    g_assert(g_shell_parse_argv(cmd, NULL, &argv, NULL));
+    g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                           NULL, NULL, &pid, NULL));
+    end = g_get_monotonic_time() + WAIT_MS * 1000;
+    while (access(sock, F_OK) != 0) {
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(10000);
+    }
+    a = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem-doorbell,chardev=c,vectors=2,addr=%d", sock,
+                    SLOT);
+    b = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem-doorbell,chardev=c,vectors=2,addr=%d", sock,
+                    SLOT);
+    ida = reg_read(a, REG_IV_POSITION);
+    idb = reg_read(b, REG_IV_POSITION);
+    g_assert_cmpint(ida, !=, idb);
+    qpci_io_writel(a->dev, a->bar2, 0x40, 0x77665544);
+    g_assert_cmphex(qpci_io_readl(b->dev, b->bar2, 0x40), ==, 0x77665544);
+    for (v = 0; v < 2; v++) {
+        msix_program(a, v, false);
+        msix_program(b, v, false);
+    }
+    for (v = 0; v < 2; v++) {
+        MsiCheck to_b = { b, v }, to_a = { a, v };
+
+        /* b's arrival may still be in flight to a */
+        g_assert_true(ring_until(a, idb, v, check_msi, &to_b));
+        g_assert_true(ring_until(b, ida, v, check_msi, &to_a));
+    }
+    guest_destroy(a);
+    guest_destroy(b);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    g_spawn_close_pid(pid);
+    shm_unlink(name);
+    unlink(pidfile);
+    unlink(sock);
+}
+
+int main(int argc, char **argv)
+{
+    int ret, i;
+
+    g_test_init(&argc, &argv, NULL);
+    tmpdir = g_dir_make_tmp("ivshmem-test-XXXXXX", NULL);
+    g_assert(tmpdir);
+
+    qtest_add_func("/ivshmem/config-space", test_config_space);
+    qtest_add_func("/ivshmem/registers", test_registers);
+    qtest_add_func("/ivshmem/help", test_help);
+    qtest_add_func("/ivshmem/plain/file", test_plain_file);
+    qtest_add_func("/ivshmem/plain/memfd", test_plain_memfd);
+    qtest_add_func("/ivshmem/plain/two-devices", test_plain_two_devices);
+    qtest_add_func("/ivshmem/plain/bar-above-4g", test_plain_large_bar);
+    qtest_add_func("/ivshmem/legacy/shm-create", test_legacy_shm_create);
+    qtest_add_func("/ivshmem/legacy/shm-existing", test_legacy_shm_existing);
+    qtest_add_func("/ivshmem/cmdline-errors", test_cmdline_errors);
+    qtest_add_func("/ivshmem/server/2-peers", test_server_2_peers);
+    qtest_add_func("/ivshmem/server/8-peers", test_server_8_peers);
+    qtest_add_func("/ivshmem/server/ioeventfd-off",
+                   test_server_ioeventfd_off);
+    qtest_add_func("/ivshmem/server/16bit-vector", test_server_16bit_vector);
+    qtest_add_func("/ivshmem/server/masked-pending",
+                   test_server_masked_pending);
+    qtest_add_func("/ivshmem/server/intx", test_server_intx);
+    qtest_add_func("/ivshmem/server/disconnect-join",
+                   test_server_disconnect_join);
+    qtest_add_func("/ivshmem/server/fewer-more-vectors",
+                   test_server_fewer_more_vectors);
+    qtest_add_func("/ivshmem/server/master-not-first",
+                   test_server_master_not_first);
+    qtest_add_func("/ivshmem/server/reset", test_server_reset_keeps_connection);
+    for (i = 0; i < ARRAY_SIZE(scripts); i++) {
+        g_autofree char *path = g_strdup_printf("/ivshmem/malformed/%s",
+                                                scripts[i].name);
+        qtest_add_data_func(path, &scripts[i], test_malformed);
+    }
+    qtest_add_func("/ivshmem/hotplug/pc", test_hotplug_pc);
+    qtest_add_func("/ivshmem/hotplug/q35", test_hotplug_q35);
+    qtest_add_func("/ivshmem/migration/master", test_migrate_master);
+    qtest_add_func("/ivshmem/migration/peer-blocked",
+                   test_migrate_peer_blocked);
+    qtest_add_func("/ivshmem/kvm/irqfd", test_kvm_irqfd);
+    qtest_add_func("/ivshmem/real-server", test_real_server);
+
+    ret = g_test_run();
+    rmdir(tmpdir);
+    g_free(tmpdir);
+    return ret;
+}
