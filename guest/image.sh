@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Build the ivshmem test guest: Debian's kernel, busybox, the uio modules,
+# our driver and ivshmem-guest, packed as an initramfs.  Packages are
+# fetched with apt-get download and unpacked with dpkg -x into a cache;
+# nothing is installed system-wide.  The image is cached under a key of
+# all its inputs and rebuilt only when one changes.  Prints the image
+# directory (containing vmlinuz and initramfs.cpio.gz) on stdout.
+#   GUEST_CACHE  cache directory (default ~/.cache/qemu-ivshmem/guest)
+#   GUEST_KABI   kernel ABI, e.g. 6.1.0-56-amd64 (default: the one of the
+#                linux-image-amd64 candidate, i.e. Debian 12's kernel)
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cache=${GUEST_CACHE:-$HOME/.cache/qemu-ivshmem/guest}
+mkdir -p "$cache"
+exec 8> "$cache/.lock"
+flock 8
+
+log() { echo "guest-image: $*" >&2; }
+
+candidate() {
+    apt-cache policy "$1" 2>/dev/null | sed -n 's/^  Candidate: //p'
+}
+
+kabi=${GUEST_KABI:-}
+if [ -z "$kabi" ]; then
+    meta_ver=$(candidate linux-image-amd64)
+    kabi=$(apt-cache show "linux-image-amd64=$meta_ver" |
+           sed -n 's/^Depends: .*linux-image-\([0-9][^ ,]*-amd64\).*/\1/p' |
+           head -1)
+fi
+[ -n "$kabi" ] || { log "cannot resolve the kernel version (apt-get update?)"; exit 1; }
+kver=$(candidate "linux-image-$kabi")
+[ -n "$kver" ] && [ "$kver" != "(none)" ] ||
+    { log "linux-image-$kabi not available"; exit 1; }
+kcommon=${kabi%-amd64}-common
+pkgs=("linux-image-$kabi=$kver" "linux-headers-$kabi=$kver"
+      "linux-headers-$kcommon=$kver" "linux-kbuild-${kabi%%.0-*}=$kver"
+      "busybox-static=$(candidate busybox-static)")
+
+# 1. Fetch and unpack the packages (once per package version).
+debs=$cache/debs
+root=$cache/root-$kabi-$kver
+mkdir -p "$debs"
+if [ ! -f "$root/.done" ]; then
+    tmp=$(mktemp -d "$cache/dl.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    for p in "${pkgs[@]}"; do
+        name=${p%%=*}
+        ver=${p#*=}
+        file=$(ls "$debs/${name}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
+        if [ -z "$file" ]; then
+            log "downloading $p"
+            (cd "$tmp" && apt-get download -q "$p" > /dev/null 2>&1) ||
+                { log "apt-get download $p failed"; exit 1; }
+            mv "$tmp"/*.deb "$debs/"
+        fi
+    done
+    rm -rf "$root"
+    mkdir -p "$root"
+    for p in "${pkgs[@]}"; do
+        name=${p%%=*}
+        ver=${p#*=}
+        dpkg -x "$(ls "$debs/${name}_${ver//:/%3a}_"*.deb | head -1)" "$root"
+    done
+    # The headers' Makefile includes the common tree by absolute path.
+    sed -i "s|^include /usr/src/|include $root/usr/src/|" \
+        "$root/usr/src/linux-headers-$kabi/Makefile"
+    touch "$root/.done"
+fi
+kdir=$root/usr/src/linux-headers-$kabi
+
+# 2. The cache key: package versions and every source file of the image.
+key=$( (printf '%s\n' "${pkgs[@]}"
+        cd "$top" && sha256sum guest/image.sh guest/init guest/driver/* \
+                                guest/tool/*.c) | sha256sum | cut -c1-16)
+img=$cache/image-$key
+if [ -f "$img/.done" ]; then
+    echo "$img"
+    exit 0
+fi
+
+# 3. Build the driver and the tool.
+log "building image $key (kernel $kabi $kver)"
+build=$(mktemp -d "$cache/build.XXXXXX")
+trap 'rm -rf "$build"' EXIT
+cp "$top"/guest/driver/* "$build/"
+make -s -C "$kdir" M="$build" modules > "$build/kbuild.log" 2>&1 ||
+    { cat "$build/kbuild.log" >&2; exit 1; }
+gcc -static -O2 -Wall -o "$build/ivshmem-guest" \
+    "$top/guest/tool/ivshmem-guest.c"
+
+# 4. Assemble the initramfs reproducibly (sorted, fixed owner and time).
+rd=$build/initramfs
+mods=$rd/lib/modules/$kabi
+mkdir -p "$rd"/{bin,dev,proc,sys,tmp} "$mods"
+cp "$root/bin/busybox" "$rd/bin/busybox"
+cp "$build/ivshmem-guest" "$rd/bin/"
+install -m 0755 "$top/guest/init" "$rd/init"
+cp "$root/lib/modules/$kabi/kernel/drivers/uio/uio.ko" \
+   "$root/lib/modules/$kabi/kernel/drivers/uio/uio_pci_generic.ko" \
+   "$build/ivshmem.ko" "$mods/"
+find "$rd" -exec touch -h -d @0 {} +
+rm -rf "$img.tmp"
+mkdir -p "$img.tmp"
+(cd "$rd" && find . -print0 | LC_ALL=C sort -z |
+    cpio --null --reproducible -o -H newc -R 0:0 --quiet) |
+    gzip -n -9 > "$img.tmp/initramfs.cpio.gz"
+cp "$root/boot/vmlinuz-$kabi" "$img.tmp/vmlinuz"
+cp "$build/ivshmem.ko" "$build/ivshmem-guest" "$img.tmp/"
+printf '%s\n' "${pkgs[@]}" > "$img.tmp/packages"
+touch "$img.tmp/.done"
+rm -rf "$img"
+mv "$img.tmp" "$img"
+log "image ready: $img"
+echo "$img"

@@ -1,0 +1,757 @@
+/*
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * ivshmem-guest: exercise an ivshmem device from inside a Linux guest.
+ *
+ * Access paths, chosen with -d (default: the first one found):
+ *   /dev/ivshmemN             our guest driver: MSI-X or INTx doorbells
+ *   /dev/uioN                 uio_pci_generic: INTx, registers and memory
+ *                             through sysfs
+ *   /sys/bus/pci/devices/BDF  stock sysfs resource mmap, no interrupts
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../driver/ivshmem-uapi.h"
+
+#define MAX_VECTORS 64
+#define SLOT_DATA 56
+#define DEFAULT_SLOT_OFFSET 0x10000
+#define REG_INTR_MASK   0x00
+#define REG_INTR_STATUS 0x04
+#define REG_IVPOSITION  0x08
+#define REG_DOORBELL    0x0c
+
+enum AccessMode { MODE_DRIVER, MODE_UIO, MODE_SYSFS };
+
+typedef struct Device {
+    enum AccessMode mode;
+    char path[PATH_MAX];
+    int fd;                         /* driver or uio file */
+    volatile uint32_t *regs;        /* BAR0, sysfs and uio modes */
+    volatile uint8_t *shm;
+    uint64_t size;
+    unsigned nvectors;
+    int vector_fd[MAX_VECTORS];     /* driver mode: one file per vector */
+} Device;
+
+/* One direction of a ping-pong exchange, in the shared memory. */
+typedef struct Slot {
+    volatile uint32_t seq;
+    volatile uint32_t vector;
+    volatile uint8_t data[SLOT_DATA];
+} Slot;
+
+static unsigned long slot_offset = DEFAULT_SLOT_OFFSET;
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fputs("ivshmem-guest: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void *map_file(const char *path, size_t *size)
+{
+    struct stat st;
+    void *p;
+    int fd;
+
+    fd = open(path, O_RDWR | O_SYNC);
+    if (fd < 0) {
+        die("open %s: %s", path, strerror(errno));
+    }
+    if (fstat(fd, &st) < 0 || st.st_size <= 0) {
+        die("cannot size %s", path);
+    }
+    p = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        die("mmap %s: %s", path, strerror(errno));
+    }
+    close(fd);
+    *size = st.st_size;
+    return p;
+}
+
+static void map_sysfs_bars(Device *d, const char *pcidir)
+{
+    char path[PATH_MAX + 32];
+    size_t size;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/enable", pcidir);
+    f = fopen(path, "w");
+    if (f) {
+        fputs("1", f);
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "%s/resource0", pcidir);
+    d->regs = map_file(path, &size);
+    snprintf(path, sizeof(path), "%s/resource2", pcidir);
+    d->shm = map_file(path, &size);
+    d->size = size;
+}
+
+static bool is_ivshmem(const char *pcidir)
+{
+    char path[PATH_MAX + 16], buf[32];
+    bool ok = true;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/vendor", pcidir);
+    f = fopen(path, "r");
+    ok = f && fgets(buf, sizeof(buf), f) && !strncmp(buf, "0x1af4", 6);
+    if (f) {
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "%s/device", pcidir);
+    f = fopen(path, "r");
+    ok = ok && f && fgets(buf, sizeof(buf), f) && !strncmp(buf, "0x1110", 6);
+    if (f) {
+        fclose(f);
+    }
+    return ok;
+}
+
+/* Find the PCI directory of the first ivshmem device, or of /dev/uioN. */
+static bool find_pci_dir(const char *uio, char *out, size_t len)
+{
+    const char *base = "/sys/bus/pci/devices";
+    struct dirent *de;
+    char path[PATH_MAX];
+    DIR *dir;
+
+    if (uio) {
+        snprintf(path, sizeof(path), "/sys/class/uio/%s/device", uio);
+        return realpath(path, out) && is_ivshmem(out);
+    }
+    dir = opendir(base);
+    if (!dir) {
+        return false;
+    }
+    while ((de = readdir(dir))) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(out, len, "%s/%s", base, de->d_name);
+        if (is_ivshmem(out)) {
+            closedir(dir);
+            return true;
+        }
+    }
+    closedir(dir);
+    return false;
+}
+
+static void open_driver(Device *d)
+{
+    struct ivshmem_info info;
+    unsigned i;
+
+    d->fd = open(d->path, O_RDWR);
+    if (d->fd < 0 || ioctl(d->fd, IVSHMEM_IOCTL_INFO, &info) < 0) {
+        die("%s: %s", d->path, strerror(errno));
+    }
+    d->size = info.region_size;
+    d->nvectors = info.vectors > MAX_VECTORS ? MAX_VECTORS : info.vectors;
+    d->shm = mmap(NULL, d->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                  d->fd, 0);
+    if (d->shm == MAP_FAILED) {
+        die("mmap %s: %s", d->path, strerror(errno));
+    }
+    for (i = 0; i < d->nvectors; i++) {
+        d->vector_fd[i] = open(d->path, O_RDWR);
+        if (d->vector_fd[i] < 0 ||
+            ioctl(d->vector_fd[i], IVSHMEM_IOCTL_BIND, &i) < 0) {
+            die("bind vector %u: %s", i, strerror(errno));
+        }
+    }
+}
+
+static void open_uio(Device *d, const char *pcidir)
+{
+    uint32_t one = 1;
+
+    map_sysfs_bars(d, pcidir);
+    d->fd = open(d->path, O_RDWR);
+    if (d->fd < 0) {
+        die("open %s: %s", d->path, strerror(errno));
+    }
+    d->nvectors = 1;
+    d->regs[REG_INTR_MASK / 4] = 1;
+    (void)d->regs[REG_INTR_STATUS / 4];
+    if (write(d->fd, &one, sizeof(one)) != sizeof(one)) {
+        die("enable INTx on %s: %s", d->path, strerror(errno));
+    }
+}
+
+static void open_device(Device *d, const char *path)
+{
+    char pcidir[PATH_MAX];
+    DIR *dir;
+
+    memset(d, 0, sizeof(*d));
+    d->fd = -1;
+    if (!path) {
+        if (access("/dev/ivshmem0", F_OK) == 0) {
+            path = "/dev/ivshmem0";
+        } else if (find_pci_dir(NULL, pcidir, sizeof(pcidir))) {
+            char uiodir[PATH_MAX + 8];
+            struct dirent *de;
+
+            snprintf(uiodir, sizeof(uiodir), "%s/uio", pcidir);
+            dir = opendir(uiodir);
+            while (dir && (de = readdir(dir))) {
+                if (!strncmp(de->d_name, "uio", 3)) {
+                    snprintf(d->path, sizeof(d->path), "/dev/%s",
+                             de->d_name);
+                    closedir(dir);
+                    d->mode = MODE_UIO;
+                    open_uio(d, pcidir);
+                    return;
+                }
+            }
+            if (dir) {
+                closedir(dir);
+            }
+            path = pcidir;
+        } else {
+            die("no ivshmem device found");
+        }
+    }
+    snprintf(d->path, sizeof(d->path), "%s", path);
+    if (!strncmp(path, "/dev/uio", 8)) {
+        d->mode = MODE_UIO;
+        if (!find_pci_dir(path + 5, pcidir, sizeof(pcidir))) {
+            die("%s is not an ivshmem device", path);
+        }
+        open_uio(d, pcidir);
+    } else if (!strncmp(path, "/sys/", 5)) {
+        d->mode = MODE_SYSFS;
+        map_sysfs_bars(d, path);
+    } else {
+        d->mode = MODE_DRIVER;
+        open_driver(d);
+    }
+}
+
+static const char *mode_name(const Device *d)
+{
+    static const char *const names[] = { "driver", "uio", "sysfs" };
+
+    return names[d->mode];
+}
+
+static uint32_t peer_id(Device *d)
+{
+    struct ivshmem_info info;
+
+    if (d->mode == MODE_DRIVER) {
+        if (ioctl(d->fd, IVSHMEM_IOCTL_INFO, &info) < 0) {
+            die("info: %s", strerror(errno));
+        }
+        return info.ivposition;
+    }
+    return d->regs[REG_IVPOSITION / 4];
+}
+
+static void ring(Device *d, unsigned peer, unsigned vector)
+{
+    struct ivshmem_ring r = { .peer = peer, .vector = vector };
+
+    __sync_synchronize();
+    if (d->mode == MODE_DRIVER) {
+        if (ioctl(d->fd, IVSHMEM_IOCTL_RING, &r) < 0) {
+            die("ring: %s", strerror(errno));
+        }
+    } else {
+        d->regs[REG_DOORBELL / 4] = (peer << 16) | vector;
+    }
+}
+
+/* Wait for an interrupt; returns the vector, or -1 after timeout_ms. */
+static int wait_interrupt(Device *d, int timeout_ms)
+{
+    struct pollfd pfd[MAX_VECTORS];
+    uint32_t count;
+    unsigned i, n;
+    int ret;
+
+    if (d->mode == MODE_SYSFS || !d->nvectors) {
+        die("%s: this access path has no interrupts", d->path);
+    }
+    n = d->mode == MODE_DRIVER ? d->nvectors : 1;
+    for (i = 0; i < n; i++) {
+        pfd[i].fd = d->mode == MODE_DRIVER ? d->vector_fd[i] : d->fd;
+        pfd[i].events = POLLIN;
+    }
+    do {
+        ret = poll(pfd, n, timeout_ms);
+    } while (ret < 0 && errno == EINTR);
+    if (ret < 0) {
+        die("poll: %s", strerror(errno));
+    }
+    if (ret == 0) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        if (pfd[i].revents & (POLLERR | POLLHUP)) {
+            die("%s: device gone", d->path);
+        }
+        if (!(pfd[i].revents & POLLIN)) {
+            continue;
+        }
+        if (read(pfd[i].fd, &count, sizeof(count)) != sizeof(count)) {
+            die("read: %s", strerror(errno));
+        }
+        if (d->mode == MODE_UIO) {
+            uint32_t one = 1;
+
+            /* Ack the device (read clears), then re-enable INTx. */
+            (void)d->regs[REG_INTR_STATUS / 4];
+            if (write(d->fd, &one, sizeof(one)) != sizeof(one)) {
+                die("re-enable INTx: %s", strerror(errno));
+            }
+        }
+        return i;
+    }
+    return -1;
+}
+
+static uint32_t pattern_next(uint32_t *state)
+{
+    uint32_t x = *state;
+
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+static uint32_t pattern_seed(uint32_t seed, unsigned long offset)
+{
+    uint32_t s = seed * 2654435761u ^ (uint32_t)(offset >> 2);
+
+    return s ? s : 1;
+}
+
+static void check_range(Device *d, unsigned long off, unsigned long len)
+{
+    if (off > d->size || len > d->size - off || (off | len) & 3) {
+        die("range 0x%lx+0x%lx outside the 0x%" PRIx64 " byte region "
+            "or not 4-byte aligned", off, len, d->size);
+    }
+}
+
+static int cmd_write(Device *d, unsigned long off, unsigned long len,
+                     uint32_t seed)
+{
+    volatile uint32_t *p = (volatile uint32_t *)(d->shm + off);
+    uint32_t state = pattern_seed(seed, off);
+    unsigned long i;
+
+    check_range(d, off, len);
+    for (i = 0; i < len / 4; i++) {
+        p[i] = pattern_next(&state);
+    }
+    __sync_synchronize();
+    printf("write: offset=0x%lx len=%lu seed=%u\n", off, len, seed);
+    return 0;
+}
+
+static int cmd_verify(Device *d, unsigned long off, unsigned long len,
+                      uint32_t seed)
+{
+    volatile uint32_t *p = (volatile uint32_t *)(d->shm + off);
+    uint32_t state = pattern_seed(seed, off);
+    unsigned long i, bad = 0, first = 0;
+
+    check_range(d, off, len);
+    for (i = 0; i < len / 4; i++) {
+        if (p[i] != pattern_next(&state) && !bad++) {
+            first = off + i * 4;
+        }
+    }
+    if (bad) {
+        printf("verify: FAIL %lu bad words, first at 0x%lx\n", bad, first);
+        return 1;
+    }
+    printf("verify: ok offset=0x%lx len=%lu seed=%u\n", off, len, seed);
+    return 0;
+}
+
+static int cmd_put(Device *d, unsigned long off, const char *text)
+{
+    size_t len = strlen(text) + 1;
+
+    if (off > d->size || len > d->size - off) {
+        die("message does not fit");
+    }
+    memcpy((void *)(d->shm + off), text, len);
+    __sync_synchronize();
+    return 0;
+}
+
+static int cmd_get(Device *d, unsigned long off)
+{
+    unsigned long i;
+
+    for (i = off; i < d->size && d->shm[i]; i++) {
+        putchar(d->shm[i]);
+    }
+    putchar('\n');
+    return 0;
+}
+
+static int cmd_info(Device *d)
+{
+    printf("mode=%s path=%s id=%u size=%" PRIu64 " vectors=%u\n",
+           mode_name(d), d->path, peer_id(d), d->size, d->nvectors);
+    return 0;
+}
+
+static void fill_slot(Slot *s, uint32_t seq, uint32_t salt)
+{
+    unsigned i;
+
+    for (i = 0; i < SLOT_DATA; i++) {
+        s->data[i] = (uint8_t)(seq * 31 + i * 7 + salt);
+    }
+}
+
+static bool slot_ok(const Slot *s, uint32_t seq, uint32_t salt)
+{
+    unsigned i;
+
+    for (i = 0; i < SLOT_DATA; i++) {
+        if (s->data[i] != (uint8_t)(seq * 31 + i * 7 + salt)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static Slot *slot(Device *d, unsigned which)
+{
+    if (slot_offset + 2 * sizeof(Slot) > d->size) {
+        die("slot offset 0x%lx outside the region", slot_offset);
+    }
+    return (Slot *)(d->shm + slot_offset + which * sizeof(Slot));
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void report_latency(const char *what, uint64_t *ns, unsigned n,
+                           unsigned vectors)
+{
+    qsort(ns, n, sizeof(*ns), compare_u64);
+    printf("%s: count=%u vectors=%u verified=%u p50_us=%.1f p90_us=%.1f "
+           "p99_us=%.1f max_us=%.1f\n", what, n, vectors, n,
+           ns[n / 2] / 1e3, ns[n * 9 / 10] / 1e3, ns[n * 99 / 100] / 1e3,
+           ns[n - 1] / 1e3);
+}
+
+/* Initiator: ring the peer, wait for its answer, COUNT times. */
+static int cmd_ping(Device *d, unsigned peer, unsigned count, int timeout_ms)
+{
+    Slot *out = slot(d, 0), *in = slot(d, 1);
+    uint64_t *lat = calloc(count, sizeof(*lat));
+    unsigned i, vectors = d->nvectors;
+
+    if (!lat || !count) {
+        die("bad count");
+    }
+    for (i = 0; i < count; i++) {
+        uint32_t seq = i + 1, vector = i % vectors;
+        uint64_t t0 = now_ns();
+        int got;
+
+        fill_slot(out, seq, 0);
+        out->vector = vector;
+        out->seq = seq;
+        ring(d, peer, vector);
+        got = wait_interrupt(d, timeout_ms);
+        if (got < 0) {
+            printf("ping: TIMEOUT peer=%u round=%u\n", peer, seq);
+            return 2;
+        }
+        if (in->seq != seq || !slot_ok(in, seq, 0x5a) ||
+            (d->mode == MODE_DRIVER && (unsigned)got != vector)) {
+            printf("ping: BAD REPLY round=%u seq=%u vector=%d want=%u\n",
+                   seq, in->seq, got, vector);
+            return 1;
+        }
+        lat[i] = now_ns() - t0;
+    }
+    report_latency("ping", lat, count, vectors);
+    return 0;
+}
+
+/* Responder: answer COUNT doorbells of the peer on the vector it used. */
+static int cmd_pong(Device *d, unsigned peer, unsigned count, int timeout_ms)
+{
+    Slot *in = slot(d, 0), *out = slot(d, 1);
+    unsigned i;
+
+    in->seq = 0;
+    out->seq = 0;
+    printf("pong: ready id=%u\n", peer_id(d));
+    for (i = 0; i < count; i++) {
+        uint32_t seq = i + 1;
+        int got = wait_interrupt(d, timeout_ms);
+
+        if (got < 0) {
+            printf("pong: TIMEOUT peer=%u round=%u\n", peer, seq);
+            return 2;
+        }
+        if (in->seq != seq || !slot_ok(in, seq, 0) ||
+            (d->mode == MODE_DRIVER && (unsigned)got != in->vector)) {
+            printf("pong: BAD REQUEST round=%u seq=%u vector=%d want=%u\n",
+                   seq, in->seq, got, in->vector);
+            return 1;
+        }
+        fill_slot(out, seq, 0x5a);
+        out->seq = seq;
+        ring(d, peer, got);
+    }
+    printf("pong: count=%u verified=%u\n", count, count);
+    return 0;
+}
+
+static bool spin_until(volatile uint32_t *word, uint32_t want, int timeout_ms)
+{
+    uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
+    unsigned spins = 0;
+
+    while (*word != want) {
+        if (!(++spins & 1023) && now_ns() > deadline) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Ping-pong through shared memory only: no interrupts needed. */
+static int cmd_spin(Device *d, bool initiator, unsigned count,
+                    int timeout_ms)
+{
+    Slot *ping = slot(d, 0), *pong = slot(d, 1);
+    uint64_t *lat = calloc(count, sizeof(*lat));
+    unsigned i;
+
+    if (!lat || !count) {
+        die("bad count");
+    }
+    if (!initiator) {
+        ping->seq = 0;
+        pong->seq = 0;
+        printf("spin-pong: ready\n");
+    }
+    for (i = 0; i < count; i++) {
+        uint32_t seq = i + 1;
+        uint64_t t0 = now_ns();
+
+        if (initiator) {
+            fill_slot(ping, seq, 1);
+            __sync_synchronize();
+            ping->seq = seq;
+            if (!spin_until(&pong->seq, seq, timeout_ms)) {
+                printf("spin-ping: TIMEOUT round=%u\n", seq);
+                return 2;
+            }
+            if (!slot_ok(pong, seq, 2)) {
+                printf("spin-ping: BAD REPLY round=%u\n", seq);
+                return 1;
+            }
+        } else {
+            if (!spin_until(&ping->seq, seq, timeout_ms)) {
+                printf("spin-pong: TIMEOUT round=%u\n", seq);
+                return 2;
+            }
+            if (!slot_ok(ping, seq, 1)) {
+                printf("spin-pong: BAD REQUEST round=%u\n", seq);
+                return 1;
+            }
+            fill_slot(pong, seq, 2);
+            __sync_synchronize();
+            pong->seq = seq;
+        }
+        lat[i] = now_ns() - t0;
+    }
+    if (initiator) {
+        report_latency("spin-ping", lat, count, 0);
+    } else {
+        printf("spin-pong: count=%u verified=%u\n", count, count);
+    }
+    return 0;
+}
+
+static int cmd_bandwidth(Device *d, unsigned long total_mib)
+{
+    size_t chunk = d->size < (1u << 20) ? d->size : (1u << 20);
+    unsigned long rounds = total_mib * (1u << 20) / chunk, i;
+    char *buf = malloc(chunk);
+    uint64_t t0, wr_ns, rd_ns;
+
+    if (!buf || !rounds) {
+        die("bad size");
+    }
+    memset(buf, 0xa5, chunk);
+    t0 = now_ns();
+    for (i = 0; i < rounds; i++) {
+        memcpy((void *)d->shm, buf, chunk);
+    }
+    wr_ns = now_ns() - t0;
+    t0 = now_ns();
+    for (i = 0; i < rounds; i++) {
+        memcpy(buf, (void *)d->shm, chunk);
+    }
+    rd_ns = now_ns() - t0;
+    printf("bandwidth: bytes=%lu write_MBps=%.1f read_MBps=%.1f\n",
+           rounds * chunk, rounds * chunk * 1e3 / wr_ns,
+           rounds * chunk * 1e3 / rd_ns);
+    return 0;
+}
+
+static int cmd_wait(Device *d, int timeout_ms)
+{
+    int v = wait_interrupt(d, timeout_ms);
+
+    if (v < 0) {
+        printf("wait: timeout\n");
+        return 2;
+    }
+    printf("wait: vector=%d\n", v);
+    return 0;
+}
+
+static void usage(void)
+{
+    fputs("usage: ivshmem-guest [-d DEVICE] [-o SLOT_OFFSET] COMMAND ARGS\n"
+          "  info                         peer ID, region size, vectors\n"
+          "  write OFFSET LEN SEED        fill with a pseudo-random pattern\n"
+          "  verify OFFSET LEN SEED       check that pattern\n"
+          "  put OFFSET TEXT | get OFFSET store / print a string\n"
+          "  ring PEER VECTOR             ring a peer's doorbell\n"
+          "  wait TIMEOUT_MS              wait for one interrupt\n"
+          "  ping PEER COUNT [TIMEOUT_MS] doorbell ping-pong, initiator\n"
+          "  pong PEER COUNT [TIMEOUT_MS] doorbell ping-pong, responder\n"
+          "  spin-ping COUNT | spin-pong COUNT   polling ping-pong\n"
+          "  bandwidth [MIB]              memcpy bandwidth to/from BAR2\n"
+          "DEVICE: /dev/ivshmemN, /dev/uioN or /sys/bus/pci/devices/BDF\n",
+          stderr);
+    exit(1);
+}
+
+static unsigned long num(const char *s)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(s, &end, 0);
+    if (errno || *end || end == s) {
+        die("not a number: %s", s);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL, *cmd;
+    Device d;
+    int timeout = 5000;
+    int opt;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while ((opt = getopt(argc, argv, "d:o:h")) != -1) {
+        switch (opt) {
+        case 'd':
+            path = optarg;
+            break;
+        case 'o':
+            slot_offset = num(optarg);
+            break;
+        default:
+            usage();
+        }
+    }
+    argc -= optind;
+    argv += optind;
+    if (argc < 1) {
+        usage();
+    }
+    cmd = argv[0];
+    open_device(&d, path);
+    if (!strcmp(cmd, "info")) {
+        return cmd_info(&d);
+    } else if (!strcmp(cmd, "write") && argc == 4) {
+        return cmd_write(&d, num(argv[1]), num(argv[2]), num(argv[3]));
+    } else if (!strcmp(cmd, "verify") && argc == 4) {
+        return cmd_verify(&d, num(argv[1]), num(argv[2]), num(argv[3]));
+    } else if (!strcmp(cmd, "put") && argc == 3) {
+        return cmd_put(&d, num(argv[1]), argv[2]);
+    } else if (!strcmp(cmd, "get") && argc == 2) {
+        return cmd_get(&d, num(argv[1]));
+    } else if (!strcmp(cmd, "ring") && argc == 3) {
+        ring(&d, num(argv[1]), num(argv[2]));
+        return 0;
+    } else if (!strcmp(cmd, "wait") && argc == 2) {
+        return cmd_wait(&d, num(argv[1]));
+    } else if ((!strcmp(cmd, "ping") || !strcmp(cmd, "pong")) &&
+               (argc == 3 || argc == 4)) {
+        if (argc == 4) {
+            timeout = num(argv[3]);
+        }
+        if (!d.nvectors) {
+            die("%s: no interrupts on this access path", d.path);
+        }
+        return (cmd[1] == 'i' ? cmd_ping : cmd_pong)(&d, num(argv[1]),
+                                                      num(argv[2]), timeout);
+    } else if (!strcmp(cmd, "spin-ping") && argc == 2) {
+        return cmd_spin(&d, true, num(argv[1]), timeout);
+    } else if (!strcmp(cmd, "spin-pong") && argc == 2) {
+        return cmd_spin(&d, false, num(argv[1]), timeout);
+    } else if (!strcmp(cmd, "bandwidth") && argc <= 2) {
+        return cmd_bandwidth(&d, argc == 2 ? num(argv[1]) : 64);
+    }
+    usage();
+    return 1;
+}
