@@ -250,24 +250,25 @@ static void join_peer(IvshmemServer *s, int sock)
     IvshmemServerPeer *other;
     size_t burst = 3 + (size_t)(s->npeers + 1) * s->nvectors;
 
-    peer->sock = sock;
-    if (!alloc_peer_id(s, &peer->id)) {
-        refuse_client(sock, "all 65536 peer IDs are in use");
-        return;
-    }
+    peer->sock = -1;
     if (!create_vectors(s, peer)) {
         int err = errno;
 
-        peer->sock = -1;
         free_peer(g_steal_pointer(&peer), s->nvectors);
         refuse_client(sock, strerror(err));
         return;
     }
+    if (!alloc_peer_id(s, &peer->id)) {
+        free_peer(g_steal_pointer(&peer), s->nvectors);
+        refuse_client(sock, "all 65536 peer IDs are in use");
+        return;
+    }
+    peer->sock = sock;
     ev.data.ptr = peer;
     if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, sock, &ev) < 0) {
         int err = errno;
 
-        peer->sock = -1;
+        peer->sock = -1;    /* refuse_client closes it */
         free_peer(g_steal_pointer(&peer), s->nvectors);
         refuse_client(sock, strerror(err));
         return;
@@ -290,8 +291,10 @@ static void join_peer(IvshmemServer *s, int sock)
 /*
  * Out of fds: accept the pending client with the reserve fd freed, and
  * close it at once, so it is told no instead of spinning the loop.
+ * Returns false when no client was pending (Linux reports EMFILE before
+ * it looks at the queue).
  */
-static void refuse_with_reserve_fd(IvshmemServer *s)
+static bool refuse_with_reserve_fd(IvshmemServer *s)
 {
     int sock;
 
@@ -301,6 +304,7 @@ static void refuse_with_reserve_fd(IvshmemServer *s)
         refuse_client(sock, "out of file descriptors");
     }
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return sock >= 0;
 }
 
 static void accept_clients(IvshmemServer *s)
@@ -318,8 +322,8 @@ static void accept_clients(IvshmemServer *s)
         if (errno == EINTR || errno == ECONNABORTED) {
             continue;
         }
-        if ((errno == EMFILE || errno == ENFILE) && s->reserve_fd >= 0) {
-            refuse_with_reserve_fd(s);
+        if ((errno == EMFILE || errno == ENFILE) && s->reserve_fd >= 0 &&
+            refuse_with_reserve_fd(s)) {
             continue;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -335,7 +339,7 @@ static void check_peer_input(IvshmemServer *s, IvshmemServerPeer *peer)
     char byte;
     ssize_t n = recv(peer->sock, &byte, 1, MSG_DONTWAIT);
 
-    if (n == 0) {
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) {
         doom_peer(s, peer, "closed the connection");
     } else if (n > 0) {
         doom_peer(s, peer, "sent data (the protocol is server to client)");

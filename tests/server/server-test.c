@@ -1,0 +1,1365 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Tests of contrib/ivshmem-server and ivshmem-client, as peers see them:
+ * the real binaries, driven through raw sockets.  Prints TAP.
+ * Usage: server-test SERVER CLIENT [TEST-NAME-SUBSTRING]
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* protocol version 0, as in include/qemu/ivshmem-proto.h */
+#define MSG_SIZE 8
+#define MSG_SHM  (-1)
+
+static const char *server_bin;
+static const char *client_bin;
+static char tmpdir[64];
+static int test_count;
+static int failures;
+static int serial;
+static bool hush;               /* failures are expected: fewer diags */
+
+/* ---- TAP ---- */
+
+static bool check(bool cond, const char *fmt, ...)
+{
+    va_list ap;
+
+    printf("%s %d - ", cond ? "ok" : "not ok", ++test_count);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+    if (!cond) {
+        failures++;
+    }
+    return cond;
+}
+
+static void diag(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (hush) {
+        return;
+    }
+    printf("# ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- processes ---- */
+
+typedef struct Server {
+    pid_t pid;
+    char sock[108];
+    char log[128];
+    char shm[64];               /* POSIX name we chose, "" for none */
+} Server;
+
+/* fork+exec @argv with stdout/stderr to @log; @nofile > 0 caps fds */
+static pid_t spawn(char **argv, const char *log, rlim_t nofile)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2) {
+            close(fd);
+        }
+        if (nofile) {
+            struct rlimit rl = { nofile, nofile };
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[65536];
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : 0;
+
+    buf[n > 0 ? n : 0] = 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return buf;
+}
+
+static bool wait_for_text(const char *path, const char *text, double secs)
+{
+    double end = now() + secs;
+
+    while (now() < end) {
+        if (strstr(slurp(path), text)) {
+            return true;
+        }
+        usleep(10000);
+    }
+    return false;
+}
+
+/* Wait for @pid up to @secs; returns the wait status or -1. */
+static int wait_pid(pid_t pid, double secs)
+{
+    double end = now() + secs;
+    int status;
+
+    while (now() < end) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            return status;
+        }
+        usleep(5000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static void server_paths(Server *s)
+{
+    serial++;
+    snprintf(s->sock, sizeof(s->sock), "%s/sock%d", tmpdir, serial);
+    snprintf(s->log, sizeof(s->log), "%s/log%d", tmpdir, serial);
+    snprintf(s->shm, sizeof(s->shm), "ivsrv-test-%d-%d", getpid(), serial);
+}
+
+/*
+ * Start a foreground server on a fresh socket with the given extra
+ * arguments (NULL-terminated), adding "-M <fresh name>" unless they
+ * choose the memory themselves.  @nofile > 0 caps its descriptors.
+ */
+static bool server_start_v(Server *s, rlim_t nofile, va_list ap)
+{
+    char *argv[40];
+    int argc = 0;
+    bool own_shm = false;
+    const char *a;
+
+    server_paths(s);
+    argv[argc++] = (char *)server_bin;
+    argv[argc++] = "-F";
+    argv[argc++] = "-S";
+    argv[argc++] = s->sock;
+    while ((a = va_arg(ap, const char *)) && argc < 36) {
+        own_shm |= !strcmp(a, "-M") || !strcmp(a, "-m");
+        argv[argc++] = (char *)a;
+    }
+    if (!own_shm) {
+        argv[argc++] = "-M";
+        argv[argc++] = s->shm;
+    } else {
+        s->shm[0] = 0;
+    }
+    argv[argc] = NULL;
+    s->pid = spawn(argv, s->log, nofile);
+    if (!wait_for_text(s->log, "listening on", 10)) {
+        diag("server did not start: %s", slurp(s->log));
+        return false;
+    }
+    return true;
+}
+
+static bool server_start(Server *s, ...)
+{
+    va_list ap;
+    bool ret;
+
+    va_start(ap, s);
+    ret = server_start_v(s, 0, ap);
+    va_end(ap);
+    return ret;
+}
+
+static bool server_start_nofile(Server *s, rlim_t nofile, ...)
+{
+    va_list ap;
+    bool ret;
+
+    va_start(ap, nofile);
+    ret = server_start_v(s, nofile, ap);
+    va_end(ap);
+    return ret;
+}
+
+/* SIGTERM the server; returns its wait status (-1: had to kill it) */
+static int server_stop(Server *s)
+{
+    char path[128];
+    int status;
+
+    if (s->pid <= 0) {
+        return -1;
+    }
+    kill(s->pid, SIGTERM);
+    status = wait_pid(s->pid, 10);
+    s->pid = 0;
+    if (s->shm[0]) {
+        snprintf(path, sizeof(path), "/%s", s->shm);
+        shm_unlink(path);
+    }
+    return status;
+}
+
+static long count_fds(pid_t pid)
+{
+    char path[64];
+    DIR *d;
+    struct dirent *e;
+    long n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+    d = opendir(path);
+    if (!d) {
+        return -1;
+    }
+    while ((e = readdir(d))) {
+        n += e->d_name[0] != '.';
+    }
+    closedir(d);
+    return n;
+}
+
+static long rss_kib(pid_t pid)
+{
+    char path[64];
+    const char *p;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    p = strstr(slurp(path), "VmRSS:");
+    return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
+/* ---- raw protocol client ---- */
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * Receive one message within @ms milliseconds.  Returns 1 and sets
+ * @value and @fd (-1 if none), 0 on EOF, -1 on timeout or error.
+ */
+static int recv_msg(int sock, int64_t *value, int *fd, int ms)
+{
+    uint8_t buf[MSG_SIZE];
+    size_t got = 0;
+
+    *fd = -1;
+    while (got < MSG_SIZE) {
+        struct pollfd pfd = { .fd = sock, .events = POLLIN };
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(int) * 4)];
+        } control;
+        struct iovec iov = { buf + got, MSG_SIZE - got };
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1,
+            .msg_control = control.buf, .msg_controllen = sizeof(control),
+        };
+        struct cmsghdr *c;
+        ssize_t n;
+
+        if (poll(&pfd, 1, ms) != 1) {
+            return -1;
+        }
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n == 0) {
+            return 0;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                continue;
+            }
+            return errno == ECONNRESET ? 0 : -1;
+        }
+        for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                int nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int), i;
+
+                for (i = 0; i < nfds; i++) {
+                    int f;
+
+                    memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                    if (*fd < 0) {
+                        *fd = f;
+                    } else {
+                        close(f);
+                        diag("more than one fd in one message");
+                        *fd = -2;
+                    }
+                }
+            }
+        }
+        got += n;
+    }
+    *value = 0;
+    for (got = 0; got < MSG_SIZE; got++) {
+        *value |= (int64_t)buf[got] << (8 * got);
+    }
+    return 1;
+}
+
+static bool is_eventfd(int fd)
+{
+    char path[64], link[64] = "";
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    if (readlink(path, link, sizeof(link) - 1) < 0) {
+        return false;
+    }
+    return !strcmp(link, "anon_inode:[eventfd]");
+}
+
+static int64_t fd_size(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 ? st.st_size : -1;
+}
+
+typedef struct Vec {            /* one (peer, fd) message */
+    int64_t peer;
+    int fd;
+} Vec;
+
+typedef struct Peer {
+    int sock;
+    int64_t id;
+    int shm;
+    int nvec;
+    int own[16];                /* own vector fds */
+    Vec *others;                /* other peers' vectors, as received */
+    int nothers;
+    bool eventfds_ok;           /* every vector fd was an eventfd */
+} Peer;
+
+static void peer_close(Peer *p)
+{
+    int i;
+
+    for (i = 0; i < p->nothers; i++) {
+        close(p->others[i].fd);
+    }
+    for (i = 0; i < p->nvec && i < 16; i++) {
+        if (p->own[i] >= 0) {
+            close(p->own[i]);
+        }
+    }
+    if (p->shm >= 0) {
+        close(p->shm);
+    }
+    if (p->sock >= 0) {
+        close(p->sock);
+    }
+    free(p->others);
+    memset(p, 0, sizeof(*p));
+    p->sock = p->shm = -1;
+}
+
+/* Only keep the socket: for tests with many peers. */
+static void peer_drop_fds(Peer *p)
+{
+    int sock = p->sock;
+
+    p->sock = -1;
+    peer_close(p);
+    p->sock = sock;
+}
+
+/*
+ * Connect and read the setup burst, checking its shape: version 0, an
+ * ID, -1 with an fd, other peers' vectors (each with an fd), then our
+ * own ID @nvec times with fds.  Returns false (with diagnostics) on
+ * any deviation.
+ */
+static bool peer_join(Peer *p, const char *path, int nvec)
+{
+    int64_t v;
+    int fd, r, own = 0, cap = 0;
+
+    memset(p, 0, sizeof(*p));
+    p->shm = -1;
+    p->nvec = nvec;
+    p->eventfds_ok = true;
+    p->sock = connect_to(path);
+    if (p->sock < 0) {
+        diag("connect: %s", strerror(errno));
+        return false;
+    }
+    if (recv_msg(p->sock, &v, &fd, 5000) != 1 || v != 0 || fd != -1) {
+        diag("bad or missing version message");
+        return false;
+    }
+    if (recv_msg(p->sock, &p->id, &fd, 5000) != 1 || fd != -1 ||
+        p->id < 0 || p->id > 65535) {
+        diag("bad or missing ID message");
+        return false;
+    }
+    if (recv_msg(p->sock, &v, &p->shm, 5000) != 1 || v != MSG_SHM ||
+        p->shm < 0) {
+        diag("bad or missing shm message (value %" PRId64 ")", v);
+        return false;
+    }
+    while (own < nvec) {
+        r = recv_msg(p->sock, &v, &fd, 5000);
+        if (r != 1 || fd < 0) {
+            diag("setup ended early (r=%d value %" PRId64 " fd %d)",
+                 r, v, fd);
+            return false;
+        }
+        p->eventfds_ok &= is_eventfd(fd);
+        if (v == p->id) {
+            p->own[own++] = fd;
+            continue;
+        }
+        if (own > 0) {
+            diag("peer %" PRId64 " between own vectors", v);
+            return false;
+        }
+        if (p->nothers == cap) {
+            cap = cap ? cap * 2 : 16;
+            p->others = realloc(p->others, cap * sizeof(Vec));
+        }
+        p->others[p->nothers++] = (Vec) { v, fd };
+    }
+    return true;
+}
+
+/* Nothing more arrives within @ms. */
+static bool quiet(int sock, int ms)
+{
+    int64_t v;
+    int fd;
+    int r = recv_msg(sock, &v, &fd, ms);
+
+    if (r == 1) {
+        diag("unexpected message %" PRId64 " fd %d", v, fd);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    return r == -1;
+}
+
+/* Expect @n messages "@id with fd"; the fds go to @fds (or closed). */
+static bool expect_vectors(int sock, int64_t id, int n, int *fds)
+{
+    int i, fd;
+    int64_t v;
+
+    for (i = 0; i < n; i++) {
+        if (recv_msg(sock, &v, &fd, 5000) != 1 || v != id || fd < 0 ||
+            !is_eventfd(fd)) {
+            diag("expected vector %d of peer %" PRId64 ", got %" PRId64
+                 " fd %d", i, id, v, fd);
+            return false;
+        }
+        if (fds) {
+            fds[i] = fd;
+        } else {
+            close(fd);
+        }
+    }
+    return true;
+}
+
+static bool expect_left(int sock, int64_t id)
+{
+    int64_t v;
+    int fd;
+    int r = recv_msg(sock, &v, &fd, 5000);
+
+    if (r != 1 || v != id || fd != -1) {
+        diag("expected 'peer %" PRId64 " left', got r=%d %" PRId64 " fd %d",
+             id, r, v, fd);
+        return false;
+    }
+    return true;
+}
+
+static bool ring_reaches(int ring_fd, int own_fd)
+{
+    uint64_t one = 1, got = 0;
+    struct pollfd pfd = { .fd = own_fd, .events = POLLIN };
+
+    if (write(ring_fd, &one, 8) != 8 || poll(&pfd, 1, 2000) != 1) {
+        return false;
+    }
+    return read(own_fd, &got, 8) == 8 && got == 1;
+}
+
+/* ---- tests ---- */
+
+static void test_sequences(void)
+{
+    enum { N = 2, PEERS = 10 };
+    Server s;
+    Peer p[PEERS];
+    bool good = true;
+    int i, j;
+
+    if (!check(server_start(&s, "-n", "2", "-l", "1M", NULL),
+               "server starts")) {
+        return;
+    }
+    /* first peer */
+    good = peer_join(&p[0], s.sock, N);
+    check(good && p[0].id == 0 && p[0].nothers == 0 && quiet(p[0].sock, 100),
+          "first peer: version 0, ID 0, shm, own 2 vectors, nothing else");
+    check(fd_size(p[0].shm) == 1 << 20 && !is_eventfd(p[0].shm),
+          "shm fd has the requested size (1 MiB)");
+    check(p[0].eventfds_ok && is_eventfd(p[0].own[0]) &&
+          is_eventfd(p[0].own[1]), "vector fds are eventfds");
+
+    /* second peer */
+    good = peer_join(&p[1], s.sock, N);
+    check(good && p[1].id == 1 && p[1].nothers == 2 &&
+          p[1].others[0].peer == 0 && p[1].others[1].peer == 0 &&
+          quiet(p[1].sock, 100),
+          "second peer: ID 1, peer 0 x2, own x2");
+    {
+        int fds[N];
+
+        good = expect_vectors(p[0].sock, 1, N, fds);
+        check(good && quiet(p[0].sock, 100),
+              "first peer told of the second's 2 vectors");
+        check(good && ring_reaches(fds[0], p[1].own[0]) &&
+              ring_reaches(fds[1], p[1].own[1]) &&
+              ring_reaches(p[1].others[1].fd, p[0].own[1]),
+              "rings reach the right peer and vector, both ways");
+        if (good) {
+            close(fds[0]);
+            close(fds[1]);
+        }
+    }
+
+    /* peers 2..9; everyone already there hears of each */
+    for (i = 2; i < PEERS; i++) {
+        good &= peer_join(&p[i], s.sock, N) && p[i].id == i;
+        for (j = 0; j < i; j++) {
+            good &= expect_vectors(p[j].sock, i, N, NULL);
+        }
+    }
+    good &= p[9].nothers == 9 * N;
+    for (i = 0; good && i < 9 * N; i++) {
+        good &= p[9].others[i].peer == i / N;
+    }
+    check(good && quiet(p[9].sock, 100),
+          "tenth peer: ID 9, peers 0..8 two vectors each in order, own x2");
+    check(good && ring_reaches(p[9].others[3 * N + 1].fd, p[3].own[1]) &&
+          ring_reaches(p[9].others[8 * N].fd, p[8].own[0]),
+          "tenth peer's fds ring peers 3 and 8");
+
+    /* disconnect notifications */
+    close(p[3].sock);
+    p[3].sock = -1;
+    good = true;
+    for (i = 0; i < PEERS; i++) {
+        if (i != 3) {
+            good &= expect_left(p[i].sock, 3) && quiet(p[i].sock, 50);
+        }
+    }
+    check(good, "peer 3 closing: every other peer gets '3' without fd");
+
+    /* a peer that sends data is disconnected */
+    good = write(p[5].sock, "x", 1) == 1;
+    for (i = 0; i < PEERS; i++) {
+        if (i != 3 && i != 5) {
+            good &= expect_left(p[i].sock, 5);
+        }
+    }
+    check(good, "peer 5 sending data is dropped and the others told");
+    {
+        int64_t v;
+        int fd;
+
+        check(recv_msg(p[5].sock, &v, &fd, 2000) == 0,
+              "the server closed peer 5's connection");
+    }
+
+    /* ID policy: increasing, no immediate reuse of 3 or 5 */
+    {
+        Peer q;
+
+        good = peer_join(&q, s.sock, N);
+        check(good && q.id == 10,
+              "newcomer after 3 and 5 left gets ID 10 (no early reuse)");
+        for (i = 0; i < q.nothers; i++) {
+            good &= q.others[i].peer != 3 && q.others[i].peer != 5;
+        }
+        check(good && q.nothers == 8 * N,
+              "newcomer's setup lists only the 8 live peers");
+        peer_close(&q);
+    }
+    for (i = 0; i < PEERS; i++) {
+        peer_close(&p[i]);
+    }
+    check(WIFEXITED(server_stop(&s)), "server exits on SIGTERM");
+}
+
+/* IDs wrap after 65535, skipping live ones */
+static void test_id_wrap(void)
+{
+    Server s;
+    Peer keep, q;
+    bool good = true;
+    int i;
+    double t0 = now();
+
+    if (!server_start(&s, "-n", "1", NULL)) {
+        check(false, "server starts");
+        return;
+    }
+    good = peer_join(&keep, s.sock, 1) && keep.id == 0;
+    for (i = 1; good && i < 65536; i++) {
+        good = peer_join(&q, s.sock, 1) && q.id == i;
+        if (!good) {
+            diag("join %d got ID %" PRId64, i, q.id);
+        }
+        peer_close(&q);
+        /* keep the long-lived peer's queue short */
+        good = good && expect_vectors(keep.sock, i, 1, NULL) &&
+               expect_left(keep.sock, i);
+    }
+    good = good && peer_join(&q, s.sock, 1);
+    check(good && q.id == 1,
+          "after 65535 the IDs wrap, skipping live ID 0 (got %" PRId64 ")",
+          q.id);
+    diag("65536 joins in %.1f s", now() - t0);
+    peer_close(&q);
+    peer_close(&keep);
+    server_stop(&s);
+}
+
+static void test_join_leave_flat(void)
+{
+    Server s;
+    Peer a, b;
+    long fds100 = 0, rss100 = 0, fds1000, rss1000;
+    bool good;
+    int i;
+
+    if (!server_start(&s, "-n", "4", NULL)) {
+        check(false, "server starts");
+        return;
+    }
+    good = peer_join(&a, s.sock, 4);
+    for (i = 1; good && i <= 1000; i++) {
+        good = peer_join(&b, s.sock, 4) &&
+               expect_vectors(a.sock, b.id, 4, NULL);
+        peer_close(&b);
+        good = good && expect_left(a.sock, i);
+        if (i == 100) {
+            fds100 = count_fds(s.pid);
+            rss100 = rss_kib(s.pid);
+        }
+    }
+    fds1000 = count_fds(s.pid);
+    rss1000 = rss_kib(s.pid);
+    check(good, "1000 join/leave cycles with -n 4 all correct");
+    check(fds1000 == fds100, "server fds flat: %ld after 100 cycles, "
+          "%ld after 1000", fds100, fds1000);
+    check(rss1000 - rss100 <= 128, "server RSS flat: %ld KiB after 100 "
+          "cycles, %ld KiB after 1000", rss100, rss1000);
+    peer_close(&a);
+    server_stop(&s);
+}
+
+/* Read what is there on every peer; count notifications per peer. */
+static void drain_all(Peer *p, int n, int *seen)
+{
+    int i, fd;
+    int64_t v;
+
+    for (i = 0; i < n; i++) {
+        while (recv_msg(p[i].sock, &v, &fd, 0) == 1) {
+            if (fd >= 0) {
+                close(fd);
+                seen[i]++;
+            }
+        }
+    }
+}
+
+static void test_many_peers(void)
+{
+    enum { N = 1500 };
+    Server s;
+    Peer *p = calloc(N, sizeof(Peer));
+    int *seen = calloc(N, sizeof(int));
+    struct rlimit rl;
+    bool good = true;
+    double t0, t1;
+    int i;
+
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < N + 100) {
+        check(false, "RLIMIT_NOFILE hard limit %lu too low for %d peers",
+              (unsigned long)rl.rlim_max, N);
+        return;
+    }
+    if (!server_start(&s, "-n", "1", NULL)) {
+        check(false, "server starts");
+        return;
+    }
+    t0 = now();
+    for (i = 0; good && i < N; i++) {
+        good = peer_join(&p[i], s.sock, 1) && p[i].id == i &&
+               p[i].nothers == i;
+        peer_drop_fds(&p[i]);
+        if (i % 64 == 63) {
+            drain_all(p, i + 1, seen);
+        }
+    }
+    t1 = now();
+    for (i = 0; good && i < N; i++) {
+        double end = now() + 10;
+
+        while (seen[i] < N - 1 - i && now() < end) {
+            drain_all(&p[i], 1, &seen[i]);
+        }
+        good = seen[i] == N - 1 - i;
+        if (!good) {
+            diag("peer %d saw %d joins, expected %d", i, seen[i], N - 1 - i);
+        }
+    }
+    check(good, "%d simultaneous peers (-n 1): each got the full setup "
+          "and every later join", N);
+    diag("%d peers joined in %.2f s; server has %ld fds, RSS %ld KiB",
+         N, t1 - t0, count_fds(s.pid), rss_kib(s.pid));
+    check(count_fds(s.pid) >= 2 * N, "server holds a socket and an eventfd "
+          "per peer (%ld fds)", count_fds(s.pid));
+    for (i = 0; i < N; i++) {
+        peer_close(&p[i]);
+    }
+    free(p);
+    free(seen);
+    check(WIFEXITED(server_stop(&s)), "server exits cleanly after them");
+}
+
+/*
+ * A peer that never reads while others come and go.  With the default
+ * bound it is still served afterwards and its stream is intact; with a
+ * small bound it is dropped and the others are told.
+ */
+static void test_stuck_client(void)
+{
+    Server s;
+    Peer stuck, r, q;
+    bool good = true;
+    double t0, worst = 0;
+    int i, cycles;
+    int64_t v;
+    int fd;
+
+    if (!server_start(&s, "-n", "4", "-v", NULL)) {
+        check(false, "server starts");
+        return;
+    }
+    stuck.sock = connect_to(s.sock);     /* never reads, for now */
+    usleep(100000);
+    good = peer_join(&r, s.sock, 4) && expect_vectors(r.sock, 0, 0, NULL);
+    for (i = 0; good && i < 50; i++) {
+        t0 = now();
+        good = peer_join(&q, s.sock, 4) && q.nothers == 8 &&
+               q.others[0].peer == 0;
+        worst = fmax(worst, now() - t0);
+        peer_close(&q);
+        good = good && expect_vectors(r.sock, 2 + i, 4, NULL) &&
+               expect_left(r.sock, 2 + i);
+    }
+    check(good && worst < 1.0, "50 peers join and leave while one never "
+          "reads (slowest join %.3f s)", worst);
+    /* now the stuck one reads: everything is there, in order */
+    good = recv_msg(stuck.sock, &v, &fd, 2000) == 1 && v == 0 &&
+           recv_msg(stuck.sock, &stuck.id, &fd, 2000) == 1 && stuck.id == 0 &&
+           recv_msg(stuck.sock, &v, &fd, 2000) == 1 && v == -1 && fd >= 0 &&
+           fd_size(fd) == 4 << 20;
+    close(fd);
+    good = good && expect_vectors(stuck.sock, 0, 4, NULL) &&
+           expect_vectors(stuck.sock, 1, 4, NULL);
+    for (i = 0; good && i < 50; i++) {
+        good = expect_vectors(stuck.sock, 2 + i, 4, NULL) &&
+               expect_left(stuck.sock, 2 + i);
+    }
+    check(good && quiet(stuck.sock, 100), "the slow peer then reads its "
+          "whole backlog intact: 254 messages, fds valid eventfds");
+    diag("server queued for it: %s",
+         strstr(slurp(s.log), "socket full") ? "yes" : "no (kernel buffer)");
+    close(stuck.sock);
+    peer_close(&r);
+    server_stop(&s);
+
+    /* small bound: the stuck one is dropped */
+    if (!server_start(&s, "-n", "4", "-q", "8", NULL)) {
+        check(false, "server starts");
+        return;
+    }
+    stuck.sock = connect_to(s.sock);
+    usleep(100000);
+    good = peer_join(&r, s.sock, 4);
+    for (cycles = 0; good && cycles < 2000; cycles++) {
+        good = peer_join(&q, s.sock, 4);
+        peer_close(&q);
+        /* read until this newcomer's leave, watching for peer 0's */
+        while (good) {
+            if (recv_msg(r.sock, &v, &fd, 5000) != 1) {
+                good = false;
+            } else if (fd >= 0) {
+                close(fd);
+            } else if (v == 0) {
+                goto dropped;
+            } else if (v == r.id + 1 + cycles) {
+                break;
+            }
+        }
+    }
+    check(false, "stuck peer dropped past the bound (never was)");
+    goto out;
+dropped:
+    check(true, "stuck peer dropped past -q 8 after %d cycles; the others "
+          "were told it left", cycles + 1);
+    good = peer_join(&q, s.sock, 4) && q.nothers == 4 &&
+           q.others[0].peer == r.id;
+    check(good, "a newcomer after the drop sees only the live peer");
+    peer_close(&q);
+    check(strstr(slurp(s.log), "stopped reading") != NULL,
+          "the server logged why it dropped the peer");
+out:
+    close(stuck.sock);
+    peer_close(&r);
+    server_stop(&s);
+}
+
+/* Run the server with @args, expect failure and @text in its output. */
+static void expect_refusal(const char *what, const char *text, ...)
+{
+    char *argv[20];
+    char log[128];
+    int argc = 0, status;
+    const char *a;
+    va_list ap;
+
+    snprintf(log, sizeof(log), "%s/refusal%d", tmpdir, ++serial);
+    argv[argc++] = (char *)server_bin;
+    va_start(ap, text);
+    while ((a = va_arg(ap, const char *)) && argc < 18) {
+        argv[argc++] = (char *)a;
+    }
+    va_end(ap);
+    argv[argc] = NULL;
+    status = wait_pid(spawn(argv, log, 0), 10);
+    if (!check(status != -1 && WIFEXITED(status) &&
+               WEXITSTATUS(status) != 0 && strstr(slurp(log), text),
+               "%s: exit status non-zero, message mentions '%s'",
+               what, text)) {
+        diag("status %d, output: %s", status, slurp(log));
+    }
+}
+
+static void test_bad_arguments(void)
+{
+    char sock[128], name[64], path[80];
+    int fd;
+
+    snprintf(sock, sizeof(sock), "%s/bad.sock", tmpdir);
+    snprintf(name, sizeof(name), "ivsrv-test-%d-bad", getpid());
+    expect_refusal("-l 3M", "power of two", "-F", "-S", sock, "-l", "3M",
+                   "-M", name, NULL);
+    expect_refusal("-l junk", "-l junk", "-F", "-S", sock, "-l", "junk",
+                   NULL);
+    expect_refusal("-n 0", "-n 0", "-F", "-S", sock, "-n", "0", NULL);
+    expect_refusal("--vectors 70000", "-n 70000", "-F", "--socket", sock,
+                   "--vectors", "70000", NULL);
+    expect_refusal("-M with -m", "mutually exclusive", "-F", "-S", sock,
+                   "-M", name, "-m", tmpdir, NULL);
+    expect_refusal("unknown option", "invalid option", "-F", "--bogus",
+                   NULL);
+    expect_refusal("unwritable socket path", "-S /nonexistent/dir/sock",
+                   "-F", "-S", "/nonexistent/dir/sock", "-M", name, NULL);
+    expect_refusal("-m on a missing directory", "-m /nonexistent",
+                   "-F", "-S", sock, "-m", "/nonexistent", NULL);
+
+    snprintf(path, sizeof(path), "/%s", name);
+    fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0 && ftruncate(fd, 1 << 20) == 0) {
+        expect_refusal("existing shm object of another size", "-M",
+                       "-F", "-S", sock, "-M", name, "-l", "2M", NULL);
+        check(fd_size(fd) == 1 << 20, "and the object is left untouched");
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    shm_unlink(path);
+    check(access(sock, F_OK) != 0, "refused servers leave no socket behind");
+    {
+        char log[128];
+        char *argv[] = { (char *)server_bin, "--help", NULL };
+        int status;
+
+        snprintf(log, sizeof(log), "%s/help", tmpdir);
+        status = wait_pid(spawn(argv, log, 0), 10);
+        check(WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+              strstr(slurp(log), "--shm-dir") &&
+              strstr(slurp(log), "--vectors"),
+              "--help exits 0 and explains the long options");
+    }
+}
+
+static bool shm_exists(const char *name)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    return access(path, F_OK) == 0;
+}
+
+static void test_sigterm_cleanup(void)
+{
+    Server s;
+    char pidfile[128], name[64], path[80], log[128];
+    int status, fd;
+    Peer p;
+
+    snprintf(pidfile, sizeof(pidfile), "%s/server.pid", tmpdir);
+    if (server_start(&s, "-p", pidfile, NULL)) {
+        bool before = access(pidfile, F_OK) == 0 && shm_exists(s.shm);
+
+        peer_join(&p, s.sock, 1);
+        kill(s.pid, SIGTERM);
+        status = wait_pid(s.pid, 10);
+        s.pid = 0;
+        check(before && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+              access(s.sock, F_OK) != 0 && access(pidfile, F_OK) != 0 &&
+              !shm_exists(s.shm),
+              "SIGTERM with a peer connected: exit 0, socket, pidfile and "
+              "the shm object it created are removed");
+        peer_close(&p);
+    }
+
+    /* an object it did not create stays */
+    snprintf(name, sizeof(name), "ivsrv-test-%d-keep", getpid());
+    snprintf(path, sizeof(path), "/%s", name);
+    fd = shm_open(path, O_RDWR | O_CREAT, 0600);
+    if (fd >= 0 && ftruncate(fd, 1 << 20) == 0 &&
+        server_start(&s, "-M", name, "-l", "1M", NULL)) {
+        bool good = peer_join(&p, s.sock, 1) && fd_size(p.shm) == 1 << 20;
+
+        peer_close(&p);
+        kill(s.pid, SIGINT);
+        status = wait_pid(s.pid, 10);
+        check(good && WIFEXITED(status) && shm_exists(name),
+              "an existing shm object of the right size is used, and kept "
+              "on SIGINT");
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    shm_unlink(path);
+
+    /* daemon mode */
+    server_paths(&s);
+    snprintf(log, sizeof(log), "%s/daemon", tmpdir);
+    {
+        char *argv[] = { (char *)server_bin, "-S", s.sock, "-M", s.shm,
+                         "-p", pidfile, NULL };
+        pid_t pid;
+        bool good;
+
+        status = wait_pid(spawn(argv, log, 0), 10);
+        pid = atoi(slurp(pidfile));
+        good = WIFEXITED(status) && WEXITSTATUS(status) == 0 && pid > 0 &&
+               kill(pid, 0) == 0 && peer_join(&p, s.sock, 1) && p.id == 0;
+        check(good, "daemon mode: the launcher exits 0 once the daemon "
+              "serves, pidfile holds its PID (%d)", pid);
+        peer_close(&p);
+        if (pid > 0) {
+            double end = now() + 10;
+
+            kill(pid, SIGTERM);
+            while (kill(pid, 0) == 0 && now() < end) {
+                usleep(10000);
+            }
+            check(kill(pid, 0) != 0 && access(s.sock, F_OK) != 0 &&
+                  access(pidfile, F_OK) != 0 && !shm_exists(s.shm),
+                  "daemon cleans up on SIGTERM");
+        }
+    }
+}
+
+static void test_big_regions(void)
+{
+    static const struct { const char *arg; int64_t size; } cases[] = {
+        { "2G", 2LL << 30 }, { "4G", 4LL << 30 }, { "8g", 8LL << 30 },
+    };
+    Server s;
+    Peer p;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool good = server_start(&s, "-l", cases[i].arg, NULL) &&
+                    peer_join(&p, s.sock, 1) &&
+                    fd_size(p.shm) == cases[i].size;
+
+        if (good) {
+            /* touch the last page through the fd we got */
+            uint8_t *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+                              p.shm, cases[i].size - 4096);
+
+            good = m != MAP_FAILED;
+            if (good) {
+                m[4095] = 0x5a;
+                munmap(m, 4096);
+            }
+        }
+        check(good, "-l %s: shm fd is %" PRId64 " bytes and its last page "
+              "maps", cases[i].arg, cases[i].size);
+        peer_close(&p);
+        server_stop(&s);
+    }
+}
+
+static void test_socket_path(void)
+{
+    Server s;
+    Peer p;
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd;
+    char stale[100];
+
+    if (server_start(&s, NULL)) {
+        expect_refusal("second server on a live socket", "already listening",
+                       "-F", "-S", s.sock, "-M", "ivsrv-test-unused", NULL);
+        /* its probe connected, so the first server saw a peer 0 come and go */
+        check(peer_join(&p, s.sock, 1) && p.id == 1,
+              "the first server still serves (the probe cost ID 0)");
+        peer_close(&p);
+        server_stop(&s);
+    }
+
+    /* a socket file nobody listens on */
+    snprintf(stale, sizeof(stale), "%s/stale.sock", tmpdir);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    strncpy(addr.sun_path, stale, sizeof(addr.sun_path) - 1);
+    bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    close(fd);
+    {
+        char log[128], name[64];
+        char *argv[] = { (char *)server_bin, "-F", "-S", stale, "-M", name,
+                         NULL };
+        pid_t pid;
+        bool good;
+
+        snprintf(name, sizeof(name), "ivsrv-test-%d-stale", getpid());
+        snprintf(log, sizeof(log), "%s/stale.log", tmpdir);
+        pid = spawn(argv, log, 0);
+        good = wait_for_text(log, "listening on", 10) &&
+               peer_join(&p, stale, 1) && p.id == 0;
+        check(good, "a stale socket file is replaced");
+        peer_close(&p);
+        kill(pid, SIGTERM);
+        wait_pid(pid, 10);
+    }
+}
+
+static void test_shm_dir(void)
+{
+    Server s;
+    Peer p;
+    char dir[128];
+    DIR *d;
+    struct dirent *e;
+    int files = 0;
+
+    snprintf(dir, sizeof(dir), "%s/shmdir", tmpdir);
+    mkdir(dir, 0700);
+    if (!check(server_start(&s, "-m", dir, "-l", "2M", NULL),
+               "server starts with -m DIR")) {
+        return;
+    }
+    check(peer_join(&p, s.sock, 1) && fd_size(p.shm) == 2 << 20,
+          "-m DIR: shm fd has the requested size");
+    d = opendir(dir);
+    while (d && (e = readdir(d))) {
+        files += e->d_name[0] != '.';
+    }
+    if (d) {
+        closedir(d);
+    }
+    check(files == 0, "-m DIR: the file is unlinked after creation");
+    peer_close(&p);
+    server_stop(&s);
+}
+
+/* Few descriptors: newcomers are refused, the server keeps serving. */
+static void test_fd_exhaustion(void)
+{
+    enum { TRY = 40 };
+    Server s;
+    Peer p[TRY];
+    int i, joined = 0, refused = 0;
+    long nfds;
+    bool good;
+
+    if (!server_start_nofile(&s, 32, "-n", "1", NULL)) {
+        check(false, "server starts with 32 fds");
+        return;
+    }
+    hush = true;
+    for (i = 0; i < TRY; i++) {
+        if (peer_join(&p[i], s.sock, 1)) {
+            joined++;
+        } else {
+            refused++;
+        }
+    }
+    hush = false;
+    nfds = count_fds(s.pid);
+    check(joined > 0 && refused > 0 && nfds <= 32,
+          "with 32 fds: %d peers joined, %d refused cleanly (%ld fds)",
+          joined, refused, nfds);
+    for (i = 0; i < TRY; i++) {
+        peer_close(&p[i]);
+    }
+    usleep(200000);
+    good = peer_join(&p[0], s.sock, 1);
+    if (!check(good, "after peers left, a newcomer joins again")) {
+        diag("server log: %s", slurp(s.log));
+    }
+    peer_close(&p[0]);
+    check(strstr(slurp(s.log), "refused") != NULL, "refusals are logged");
+    check(WIFEXITED(server_stop(&s)), "server still exits cleanly");
+}
+
+/* ---- ivshmem-client on the server, driven like a script would ---- */
+
+typedef struct Proc {
+    pid_t pid;
+    FILE *in;
+    int out;
+    char buf[65536];
+    size_t len;
+} Proc;
+
+static bool proc_start(Proc *c, char **argv)
+{
+    int in[2], out[2];
+
+    if (pipe(in) < 0 || pipe(out) < 0) {
+        return false;
+    }
+    c->pid = fork();
+    if (c->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    c->in = fdopen(in[1], "w");
+    c->out = out[0];
+    c->len = 0;
+    c->buf[0] = 0;
+    return true;
+}
+
+/* Wait until the output so far contains @line (as a whole line). */
+static bool proc_expect(Proc *c, const char *line, int ms)
+{
+    char want[256];
+    double end = now() + ms / 1000.0;
+
+    snprintf(want, sizeof(want), "\n%s\n", line);
+    for (;;) {
+        struct pollfd pfd = { .fd = c->out, .events = POLLIN };
+        ssize_t n;
+
+        c->buf[0] = '\n';       /* so the first line matches too */
+        if (strstr(c->buf, want)) {
+            return true;
+        }
+        if (now() > end || poll(&pfd, 1, 100) < 0) {
+            if (now() > end) {
+                diag("no '%s' in client output:%s", line, c->buf);
+                return false;
+            }
+            continue;
+        }
+        if (pfd.revents) {
+            n = read(c->out, c->buf + 1 + c->len,
+                     sizeof(c->buf) - 2 - c->len);
+            if (n <= 0) {
+                c->buf[0] = '\n';
+                return strstr(c->buf, want) != NULL;
+            }
+            c->len += n;
+            c->buf[1 + c->len] = 0;
+        }
+    }
+}
+
+static void proc_send(Proc *c, const char *cmd)
+{
+    fprintf(c->in, "%s\n", cmd);
+    fflush(c->in);
+}
+
+static void test_client_interop(void)
+{
+    Server s;
+    Proc a, b;
+    int status;
+    char *argv[] = { (char *)client_bin, "-S", NULL, NULL };
+
+    if (!server_start(&s, "-n", "3", "-l", "8M", NULL)) {
+        check(false, "server starts");
+        return;
+    }
+    argv[2] = s.sock;
+    proc_start(&a, argv);
+    check(proc_expect(&a, "id 0", 5000) && proc_expect(&a, "shm 8388608", 1000)
+          && proc_expect(&a, "own-vector 2", 1000) &&
+          proc_expect(&a, "ready", 2000),
+          "client A: prints ID 0, shm size, own vectors, ready");
+    proc_start(&b, argv);
+    check(proc_expect(&b, "id 1", 5000) && proc_expect(&b, "peer-vector 0 2",
+          1000) && proc_expect(&b, "ready", 2000),
+          "client B: ID 1, sees peer 0's vectors");
+    check(proc_expect(&a, "peer-vector 1 2", 2000),
+          "client A sees peer 1 join");
+    proc_send(&a, "int 1 2");
+    check(proc_expect(&a, "sent 1 2", 2000) &&
+          proc_expect(&b, "interrupt 2 1", 2000),
+          "'int 1 2' in A shows as 'interrupt 2 1' in B");
+    proc_send(&b, "int 0 all");
+    check(proc_expect(&a, "interrupt 0 1", 2000) &&
+          proc_expect(&a, "interrupt 1 1", 2000) &&
+          proc_expect(&a, "interrupt 2 1", 2000),
+          "'int 0 all' in B rings A's three vectors");
+    proc_send(&a, "list");
+    check(proc_expect(&a, "peer 0 vectors 3 own", 2000) &&
+          proc_expect(&a, "peer 1 vectors 3", 2000) &&
+          proc_expect(&a, "end", 2000), "'list' shows both peers");
+    proc_send(&a, "int 7 0");
+    check(proc_expect(&a, "error: peer 7 vector 0 is not connected", 2000),
+          "ringing an unknown peer is an error line");
+    proc_send(&b, "quit");
+    status = wait_pid(b.pid, 5);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+          proc_expect(&a, "peer-left 1", 2000),
+          "'quit' exits 0; A prints 'peer-left 1'");
+    server_stop(&s);
+    check(proc_expect(&a, "server-closed", 3000),
+          "A reports the server going away");
+    status = wait_pid(a.pid, 5);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+          "and exits with status 1");
+    fclose(a.in);
+    fclose(b.in);
+    close(a.out);
+    close(b.out);
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} tests[] = {
+    { "sequences", test_sequences },
+    { "flat", test_join_leave_flat },
+    { "many", test_many_peers },
+    { "stuck", test_stuck_client },
+    { "args", test_bad_arguments },
+    { "sigterm", test_sigterm_cleanup },
+    { "big", test_big_regions },
+    { "socket", test_socket_path },
+    { "shmdir", test_shm_dir },
+    { "fds", test_fd_exhaustion },
+    { "client", test_client_interop },
+    { "wrap", test_id_wrap },
+};
+
+int main(int argc, char **argv)
+{
+    size_t i;
+    char cmd[128];
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s SERVER CLIENT [TEST]\n", argv[0]);
+        return 2;
+    }
+    server_bin = argv[1];
+    client_bin = argv[2];
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ivsrv-test.XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+        if (argc > 3 && !strstr(tests[i].name, argv[3])) {
+            continue;
+        }
+        diag("--- %s", tests[i].name);
+        tests[i].fn();
+    }
+    printf("1..%d\n", test_count);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) {
+        diag("could not remove %s", tmpdir);
+    }
+    return failures ? 1 : 0;
+}
