@@ -367,7 +367,7 @@ fi
 # meaningless line-by-line diff against the old one.
 when="@$((start_epoch + 60 * (ncommits + 1))) +0000"
 GIT_AUTHOR_DATE=$when GIT_COMMITTER_DATE=$when \
-    git format-patch -q -B --no-renames --no-signature --base="$base" \
+    git format-patch -q -B --no-renames --no-signature \
         "${cover[@]}" -o "$patches" "$base..series" > /dev/null
 echo "export-series: $ncommits commits on $base (QEMU $version) in $repo" >&2
 echo "$patches"
