@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Join benchmark for an ivshmem server: start SERVER, connect PEERS
+ * clients that read every message (closing the fds they get), and time
+ * until every client has its full setup and every later peer's vectors.
+ * Prints: "<seconds> <rss KiB idle> <rss KiB loaded> <fds idle>
+ * <fds loaded> <server CPU seconds>" or "FAIL <why>".
+ * Usage: server-join SERVER PEERS VECTORS
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct Client {
+    int sock;
+    uint8_t buf[8];
+    int len;
+    long msgs;                  /* complete messages received */
+    long want;                  /* messages that make it complete */
+} Client;
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static long count_fds(pid_t pid)
+{
+    char path[64];
+    DIR *d;
+    struct dirent *e;
+    long n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+    d = opendir(path);
+    while (d && (e = readdir(d))) {
+        n += e->d_name[0] != '.';
+    }
+    if (d) {
+        closedir(d);
+    }
+    return d ? n : -1;
+}
+
+/* CPU seconds (user + system) the server has used */
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], buf[1024];
+    unsigned long ut = 0, st = 0;
+    int fd;
+    ssize_t n;
+    char *p;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    fd = open(path, O_RDONLY);
+    n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = 0;
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                     "%lu %lu", &ut, &st) != 2) {
+        return -1;
+    }
+    return (double)(ut + st) / sysconf(_SC_CLK_TCK);
+}
+
+static long rss_kib(pid_t pid)
+{
+    char path[64], buf[4096];
+    int fd;
+    ssize_t n;
+    char *p;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    fd = open(path, O_RDONLY);
+    n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = 0;
+    p = strstr(buf, "VmRSS:");
+    return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
+/* Read what is available; false when the server closed on us. */
+static bool client_read(Client *c)
+{
+    for (;;) {
+        char control[CMSG_SPACE(sizeof(int) * 4)];
+        struct iovec iov = { c->buf + c->len, 8 - c->len };
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1,
+            .msg_control = control, .msg_controllen = sizeof(control),
+        };
+        struct cmsghdr *cm;
+        ssize_t n = recvmsg(c->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+        if (n == 0) {
+            return false;
+        }
+        if (n < 0) {
+            return errno == EAGAIN || errno == EINTR;
+        }
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            int i, nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+            for (i = 0; i < nfds; i++) {
+                int fd;
+
+                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                close(fd);
+            }
+        }
+        c->len += n;
+        if (c->len == 8) {
+            c->len = 0;
+            c->msgs++;
+        }
+    }
+}
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    char sock[64], shm[64], nvec_s[16], shm_path[80];
+    Client *cl;
+    struct rlimit rl;
+    struct stat st;
+    pid_t pid;
+    int peers, nvec, i, ep, complete = 0, status;
+    long rss0, fds0, rss1, fds1;
+    double t0, t1, deadline, cpu0;
+
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s SERVER PEERS VECTORS\n", argv[0]);
+        return 2;
+    }
+    peers = atoi(argv[2]);
+    nvec = atoi(argv[3]);
+    cl = calloc(peers, sizeof(*cl));
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    signal(SIGPIPE, SIG_IGN);
+
+    snprintf(sock, sizeof(sock), "/tmp/ivbench-%d.sock", getpid());
+    snprintf(shm, sizeof(shm), "ivbench-%d", getpid());
+    snprintf(shm_path, sizeof(shm_path), "/dev/shm/%s", shm);
+    snprintf(nvec_s, sizeof(nvec_s), "%d", nvec);
+    pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(argv[1], argv[1], "-F", "-S", sock, "-M", shm, "-l", "4M",
+              "-n", nvec_s, (char *)NULL);
+        _exit(127);
+    }
+    /* ready once the socket exists; settle a moment after */
+    deadline = now() + 10;
+    while (stat(sock, &st) < 0 && now() < deadline) {
+        usleep(2000);
+    }
+    usleep(100000);
+    rss0 = rss_kib(pid);
+    fds0 = count_fds(pid);
+    cpu0 = cpu_seconds(pid);
+
+    ep = epoll_create1(0);
+    t0 = now();
+    for (i = 0; i < peers; i++) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+
+        cl[i].sock = connect_to(sock);
+        if (cl[i].sock < 0) {
+            printf("FAIL connect %d: %s\n", i, strerror(errno));
+            goto out;
+        }
+        /* version, ID, shm, everyone's vectors; then later joiners' */
+        cl[i].want = 3 + (long)peers * nvec;
+        epoll_ctl(ep, EPOLL_CTL_ADD, cl[i].sock, &ev);
+    }
+    deadline = now() + 120;
+    while (complete < peers && now() < deadline) {
+        struct epoll_event evs[256];
+        int n = epoll_wait(ep, evs, 256, 1000), j;
+
+        for (j = 0; j < n; j++) {
+            Client *c = &cl[evs[j].data.u32];
+            bool was = c->msgs >= c->want;
+
+            if (!client_read(c)) {
+                printf("FAIL server closed client %u after %ld messages\n",
+                       evs[j].data.u32, c->msgs);
+                goto out;
+            }
+            if (!was && c->msgs >= c->want) {
+                complete++;
+            }
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            printf("FAIL server died (status 0x%x) with %d/%d complete\n",
+                   status, complete, peers);
+            pid = 0;
+            goto out;
+        }
+    }
+    t1 = now();
+    if (complete < peers) {
+        printf("FAIL timeout: %d/%d complete\n", complete, peers);
+        goto out;
+    }
+    rss1 = rss_kib(pid);
+    fds1 = count_fds(pid);
+    printf("%.6f %ld %ld %ld %ld %.2f\n", t1 - t0, rss0, rss1, fds0, fds1,
+           cpu_seconds(pid) - cpu0);
+out:
+    fflush(stdout);
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        usleep(50000);
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    unlink(sock);
+    unlink(shm_path);
+    return 0;
+}
