@@ -336,7 +336,7 @@ static void die(const char *prog, Error *err)
 
 int main(int argc, char **argv)
 {
-    const char *prog = g_path_get_basename(argv[0]);
+    g_autofree char *prog = g_path_get_basename(argv[0]);
     g_autofree char *socket_path = NULL;
     g_autofree char *pidfile = NULL;
     IvshmemServer server;
