@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1150,6 +1151,19 @@ static void test_shm_dir(void)
     check(files == 0, "-m DIR: the file is unlinked after creation");
     peer_close(&p);
     server_stop(&s);
+
+    /* sizes round up to the directory's block size (hugetlbfs pages) */
+    if (server_start(&s, "-m", dir, "-l", "1K", NULL)) {
+        struct statvfs fs;
+        int64_t want = statvfs(dir, &fs) == 0 ? (int64_t)fs.f_bsize : -1;
+
+        check(want >= 1024 && peer_join(&p, s.sock, 1) &&
+              fd_size(p.shm) == want,
+              "-m DIR -l 1K: size rounded up to the block size (%" PRId64
+              ")", want);
+        peer_close(&p);
+        server_stop(&s);
+    }
 }
 
 /* Few descriptors: newcomers are refused, the server keeps serving. */
