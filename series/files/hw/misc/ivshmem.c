@@ -351,10 +351,12 @@ static int ivshmem_msix_unmasked(PCIDevice *pdev, unsigned vector,
     IvshmemState *s = IVSHMEM_COMMON(pdev);
     IvshmemVector *v = &s->vec[vector];
 
-    if (!v->connected || v->irqfd) {
-        return 0;
+    /* On failure the vector stays with the main loop: still delivered. */
+    if (v->connected && !v->irqfd && ivshmem_irqfd_start(v, msg) < 0) {
+        warn_report_once("ivshmem: cannot route vector %u through a KVM "
+                         "irqfd, using the main loop", vector);
     }
-    return ivshmem_irqfd_start(v, msg);
+    return 0;
 }
 
 static void ivshmem_msix_masked(PCIDevice *pdev, unsigned vector)
@@ -983,13 +985,7 @@ static void ivshmem_reset(DeviceState *dev)
     s->intr_mask = 0;
     s->intr_status = 0;
     ivshmem_update_intx(s);
-    if (s->use_msix) {
-        unsigned v;
-
-        for (v = 0; v < s->vectors; v++) {
-            msix_vector_use(PCI_DEVICE(s), v);
-        }
-    }
+    /* The PCI core resets MSI-X; the server connection stays up. */
 }
 
 static int ivshmem_post_load(void *opaque, int version_id)
