@@ -124,6 +124,7 @@ struct IvshmemState {
     IvshmemProto proto;
     bool proto_inited;
     bool setup_done;            /* IVPosition valid, doorbells accepted */
+    bool server_closed;         /* later traffic is not from our server */
     IvshmemVector *vec;         /* [vectors] */
     GHashTable *doorbells;      /* (peer << 16 | vector) -> EventNotifier */
     uint8_t msg[IVSHMEM_MSG_SIZE];
@@ -739,6 +740,18 @@ static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
     Error *err = NULL;
     int fd = qemu_chr_fe_get_msgfd(&s->server);
 
+    if (s->server_closed) {
+        /*
+         * A reconnected chardev talks to a new server session that would
+         * hand out a new ID and memory: ignore it, keep the peers we have.
+         */
+        if (fd >= 0) {
+            close(fd);
+        }
+        warn_report_once("ivshmem: ignoring a new ivshmem server "
+                         "connection, the device keeps its first session");
+        return;
+    }
     if (fd >= 0) {
         if (s->msg_fd >= 0) {
             close(s->msg_fd);
@@ -763,8 +776,12 @@ static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
 
 static void ivshmem_server_event(void *opaque, QEMUChrEvent event)
 {
-    if (event == CHR_EVENT_CLOSED) {
+    IvshmemState *s = opaque;
+
+    if (event == CHR_EVENT_CLOSED && s->setup_done) {
         trace_ivshmem_server_closed();
+        s->server_closed = true;
+        s->msg_len = 0;
     }
 }
 

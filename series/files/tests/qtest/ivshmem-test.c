@@ -1129,6 +1129,41 @@ static void test_server_intx(void)
     server_stop(srv);
 }
 
+/* The form libvirt emits: legacy device, server, msi=on. */
+static void test_server_legacy_msi(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 2, 0);
+    int local = server_join(srv, -1);
+    Guest *g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s "
+                           "-device ivshmem,id=shmem5,size=1m,chardev=c,"
+                           "msi=on,vectors=2,ioeventfd=off,role=peer,"
+                           "addr=%d", srv->path, SLOT);
+    int id = reg_read(g, REG_IV_POSITION);
+    gint64 end;
+
+    g_assert_cmpint(id, ==, 1);
+    g_assert_true(g->msix);
+    g_assert_cmpuint(qpci_msix_table_size(g->dev), ==, 2);
+    g_assert_cmphex(qpci_config_readb(g->dev, PCI_REVISION_ID), ==, 0);
+    msix_program(g, 1, false);
+    event_set(server_efd(srv, id, 1));
+    g_assert_true(wait_msi(g, 1));
+    ring(g, local, 1);
+    g_assert_true(event_wait(server_efd(srv, local, 1), WAIT_MS));
+    /* with MSI-X disabled by the guest, interrupts use IntrStatus */
+    qpci_msix_disable(g->dev);
+    reg_write(g, REG_INTR_MASK, 1);
+    event_set(server_efd(srv, id, 0));
+    end = g_get_monotonic_time() + WAIT_MS * 1000;
+    while (reg_read(g, REG_INTR_STATUS) != 1) {
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(1000);
+    }
+    g_assert_false(msi_fired(g, 0));
+    guest_destroy(g);
+    server_stop(srv);
+}
+
 static void test_server_disconnect_join(void)
 {
     FakeServer *srv = server_start(1 * MiB, 2, 0);
@@ -1156,6 +1191,29 @@ static void test_server_disconnect_join(void)
             g_assert_cmpint(g_get_monotonic_time(), <, end);
         } while (!event_wait(server_efd(srv, late, v), 50));
     }
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+/* The server goes away after setup: the device keeps working. */
+static void test_server_gone(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    int local = server_join(srv, -1);
+    Guest *g = doorbell_guest(srv, SLOT, NULL);
+    int id = reg_read(g, REG_IV_POSITION);
+
+    g_mutex_lock(&srv->lock);
+    close(srv->peers[id].conn);
+    srv->peers[id].conn = -1;
+    g_mutex_unlock(&srv->lock);
+    g_usleep(200 * 1000);
+    g_assert_cmpint(reg_read(g, REG_IV_POSITION), ==, id);
+    ring(g, local, 0);
+    g_assert_true(event_wait(server_efd(srv, local, 0), WAIT_MS));
+    msix_program(g, 0, false);
+    event_set(server_efd(srv, id, 0));
+    g_assert_true(wait_msi(g, 0));
     guest_destroy(g);
     server_stop(srv);
 }
@@ -1666,6 +1724,8 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/server/masked-pending",
                    test_server_masked_pending);
     qtest_add_func("/ivshmem/server/intx", test_server_intx);
+    qtest_add_func("/ivshmem/server/legacy-msi", test_server_legacy_msi);
+    qtest_add_func("/ivshmem/server/server-gone", test_server_gone);
     qtest_add_func("/ivshmem/server/disconnect-join",
                    test_server_disconnect_join);
     qtest_add_func("/ivshmem/server/fewer-more-vectors",
