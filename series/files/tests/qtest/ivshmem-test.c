@@ -1393,6 +1393,38 @@ static const Script scripts[] = {
       { 0, FD_SHM } }, 4, false, "not an eventfd" },
 };
 
+/* The same sequences on a hot-plugged device: no fd survives the error. */
+static void test_malformed_hotplug(gconstpointer opaque)
+{
+    const Script *script = opaque;
+    g_autofree char *path = tmp_path("bad-hp.sock");
+    ScriptServer ss = { .listen_fd = listen_unix(path), .script = script };
+    GThread *t = g_thread_new("script", script_thread, &ss);
+    QTestState *qts = qtest_initf("-M pc -chardev socket,id=c,path=%s",
+                                  path);
+    pid_t pid = qtest_pid(qts);
+    int before;
+    QDict *resp;
+    const char *desc;
+
+    /* let the server's messages arrive; they wait in the socket */
+    g_usleep(100 * 1000);
+    before = count_fds(pid);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'ivshmem-doorbell', 'chardev': 'c', "
+                     "'vectors': 2, 'id': 'iv'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_test_message("device_add: %s", desc);
+    g_assert_nonnull(strstr(desc, script->error));
+    qobject_unref(resp);
+    g_assert_true(wait_fd_count(pid, before));
+    qtest_quit(qts);
+    g_thread_join(t);
+    close(ss.listen_fd);
+    unlink(path);
+}
+
 /* Hot-plug and unplug: every fd taken by the device is released. */
 
 /*
@@ -1439,6 +1471,7 @@ static void run_hotplug(bool q35)
 {
     FakeServer *srv = server_start(1 * MiB, 2, 0);
     g_autofree char *file = tmp_path("hotplug");
+    g_autofree char *name = shm_name("hotplug");
     QTestState *qts;
     QDict *args;
     int i;
@@ -1469,8 +1502,13 @@ static void run_hotplug(bool q35)
     qdict_put_str(args, "chardev", "c2");
     qdict_put_bool(args, "msi", false);
     hotplug_cycle(qts, "ivshmem", args, q35);
+    args = qdict_new();
+    qdict_put_str(args, "shm", name);
+    qdict_put_str(args, "size", "1M");
+    hotplug_cycle(qts, "ivshmem", args, q35);
     qtest_quit(qts);
     server_stop(srv);
+    shm_unlink(name);
     unlink(file);
 }
 
@@ -1737,6 +1775,11 @@ int main(int argc, char **argv)
         g_autofree char *path = g_strdup_printf("/ivshmem/malformed/%s",
                                                 scripts[i].name);
         qtest_add_data_func(path, &scripts[i], test_malformed);
+        if (!scripts[i].close_early) {
+            g_autofree char *hp = g_strdup_printf("/ivshmem/malformed-hotplug/"
+                                                  "%s", scripts[i].name);
+            qtest_add_data_func(hp, &scripts[i], test_malformed_hotplug);
+        }
     }
     qtest_add_func("/ivshmem/hotplug/pc", test_hotplug_pc);
     qtest_add_func("/ivshmem/hotplug/q35", test_hotplug_q35);
