@@ -4,10 +4,19 @@
 # TCG, tools for contrib/, docs off).  Re-running rebuilds only what changed.
 #   QEMU_WORK=DIR   composed tree (default out/qemu); the build is DIR/build
 #   SANITIZE=1      ASan+UBSan build in DIR/build-san
-#   extra args      ninja targets (default: everything plus the ivshmem qtest)
+#   extra args      ninja targets (default: see default_targets; --targets prints them)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
+
+# What the tests, the demo and the benchmarks use (QEMU's "all" would also
+# build every other qtest and tool).
+default_targets="qemu-system-x86_64 contrib/ivshmem-server/ivshmem-server
+contrib/ivshmem-client/ivshmem-client tests/qtest/ivshmem-test"
+if [ "${1:-}" = --targets ]; then
+    echo $default_targets
+    exit 0
+fi
 work=${QEMU_WORK:-$top/out/qemu}
 export QEMU_WORK=$work
 mkdir -p "$(dirname "$work")"
@@ -59,7 +68,7 @@ fi
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(all tests/qtest/ivshmem-test)
+    targets=($default_targets)
 fi
 ninja -C "$builddir" "${targets[@]}"
 echo "$builddir"
