@@ -44,6 +44,7 @@
 #include "migration/vmstate.h"
 #include "system/hostmem.h"
 #include "system/kvm.h"
+#include "system/runstate.h"
 #include "trace.h"
 
 #define TYPE_IVSHMEM_COMMON   "ivshmem-common"
@@ -700,7 +701,12 @@ static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
             return false;
         }
     }
-    if (s->master && s->proto.own_id != 0) {
+    /*
+     * An incoming master connects while its source still holds ID 0: the
+     * check was made on the source.
+     */
+    if (s->master && s->proto.own_id != 0 &&
+        !runstate_check(RUN_STATE_INMIGRATE)) {
         error_setg(errp, "property '%s': this device is peer %u of the "
                    "ivshmem server, only peer 0 can be the master",
                    s->kind == IVSHMEM_KIND_LEGACY ? "role" : "master",

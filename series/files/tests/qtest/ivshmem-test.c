@@ -1586,6 +1586,36 @@ static void test_migrate_master(void)
     unlink(dst_file);
 }
 
+/* A doorbell master migrates; the destination is a new peer. */
+static void test_migrate_doorbell_master(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    g_autofree char *sock = tmp_path("mig-db.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    Guest *src = doorbell_guest(srv, SLOT, ",master=on");
+    Guest *dst = g_new0(Guest, 1);
+
+    g_assert_cmpint(reg_read(src, REG_IV_POSITION), ==, 0);
+    dst->qts = qtest_initf("-M pc -chardev socket,id=c,path=%s "
+                           "-device ivshmem-doorbell,chardev=c,vectors=1,"
+                           "master=on,addr=%d -incoming %s",
+                           srv->path, SLOT, uri);
+    qpci_io_writel(src->dev, src->bar2, 0x10, 0x0ddba11);
+    qtest_qmp_assert_success(src->qts, "{'execute': 'migrate', "
+                             "'arguments': {'uri': %s}}", uri);
+    wait_migration_done(src->qts);
+    qtest_qmp_eventwait(dst->qts, "RESUME");
+    dst->bus = qpci_new_pc(dst->qts, NULL);
+    dst->dev = qpci_device_find(dst->bus, QPCI_DEVFN(SLOT, 0));
+    dst->bar0 = qpci_iomap(dst->dev, 0, NULL);
+    dst->bar2 = qpci_iomap(dst->dev, 2, NULL);
+    g_assert_cmpint(reg_read(dst, REG_IV_POSITION), ==, 1);
+    g_assert_cmphex(qpci_io_readl(dst->dev, dst->bar2, 0x10), ==, 0x0ddba11);
+    guest_destroy(src);
+    guest_destroy(dst);
+    server_stop(srv);
+}
+
 static void test_migrate_peer_blocked(void)
 {
     g_autofree char *file = tmp_path("mig-peer");
@@ -1784,6 +1814,8 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/hotplug/pc", test_hotplug_pc);
     qtest_add_func("/ivshmem/hotplug/q35", test_hotplug_q35);
     qtest_add_func("/ivshmem/migration/master", test_migrate_master);
+    qtest_add_func("/ivshmem/migration/doorbell-master",
+                   test_migrate_doorbell_master);
     qtest_add_func("/ivshmem/migration/peer-blocked",
                    test_migrate_peer_blocked);
     qtest_add_func("/ivshmem/kvm/irqfd", test_kvm_irqfd);
