@@ -5,7 +5,8 @@
 # fetched with apt-get download and unpacked with dpkg -x into a cache;
 # nothing is installed system-wide.  The image is cached under a key of
 # all its inputs and rebuilt only when one changes.  Prints the image
-# directory (containing vmlinuz and initramfs.cpio.gz) on stdout.
+# directory on stdout: vmlinuz (bzImage), vmlinux (the same kernel as an
+# ELF for PVH boot), initramfs.cpio.gz, ivshmem.ko and ivshmem-guest.
 #   GUEST_CACHE  cache directory (default ~/.cache/qemu-ivshmem/guest)
 #   GUEST_KABI   kernel ABI, e.g. 6.1.0-56-amd64 (default: the one of the
 #                linux-image-amd64 candidate, i.e. Debian 12's kernel)
@@ -83,7 +84,10 @@ fi
 
 # 3. Build the driver and the tool.
 log "building image $key (kernel $kabi $kver)"
-build=$(mktemp -d "$cache/build.XXXXXX")
+# A fixed build path (we hold the lock): paths end up in the module.
+build=$cache/build
+rm -rf "$build"
+mkdir -p "$build"
 trap 'rm -rf "$build"' EXIT
 cp "$top"/guest/driver/* "$build/"
 make -s -C "$kdir" M="$build" modules > "$build/kbuild.log" 2>&1 ||
@@ -95,6 +99,7 @@ gcc -static -O2 -Wall -o "$build/ivshmem-guest" \
 rd=$build/initramfs
 mods=$rd/lib/modules/$kabi
 mkdir -p "$rd"/{bin,dev,proc,sys,tmp} "$mods"
+strip --strip-debug "$build/ivshmem.ko"
 cp "$root/bin/busybox" "$rd/bin/busybox"
 cp "$build/ivshmem-guest" "$rd/bin/"
 install -m 0755 "$top/guest/init" "$rd/init"
@@ -108,10 +113,21 @@ mkdir -p "$img.tmp"
     cpio --null --reproducible -o -H newc -R 0:0 --quiet) |
     gzip -n -9 > "$img.tmp/initramfs.cpio.gz"
 cp "$root/boot/vmlinuz-$kabi" "$img.tmp/vmlinuz"
+# The uncompressed ELF kernel boots through PVH (QEMU's pvh.bin): under
+# TCG this skips seconds of firmware and XZ decompression in the guest.
+off=$(grep -abo $'\xfd7zXZ' "$img.tmp/vmlinuz" | head -1 | cut -d: -f1)
+tail -c +$((off + 1)) "$img.tmp/vmlinuz" |
+    xz -dc --single-stream > "$img.tmp/vmlinux" 2>/dev/null || true
+if ! head -c 4 "$img.tmp/vmlinux" | grep -q ELF; then
+    log "cannot extract vmlinux; guests will boot the bzImage"
+    rm -f "$img.tmp/vmlinux"
+fi
 cp "$build/ivshmem.ko" "$build/ivshmem-guest" "$img.tmp/"
 printf '%s\n' "${pkgs[@]}" > "$img.tmp/packages"
 touch "$img.tmp/.done"
 rm -rf "$img"
 mv "$img.tmp" "$img"
+# Keep the three newest images.
+ls -dt "$cache"/image-* 2>/dev/null | tail -n +4 | xargs -r rm -rf
 log "image ready: $img"
 echo "$img"

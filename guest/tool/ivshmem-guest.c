@@ -49,6 +49,7 @@ typedef struct Device {
     uint64_t size;
     unsigned nvectors;
     int vector_fd[MAX_VECTORS];     /* driver mode: one file per vector */
+    unsigned irq_mode;              /* IVSHMEM_IRQ_* */
 } Device;
 
 /* One direction of a ping-pong exchange, in the shared memory. */
@@ -59,6 +60,7 @@ typedef struct Slot {
 } Slot;
 
 static unsigned long slot_offset = DEFAULT_SLOT_OFFSET;
+static bool print_raw;              /* -r: every sample after the summary */
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -185,6 +187,7 @@ static void open_driver(Device *d)
     }
     d->size = info.region_size;
     d->nvectors = info.vectors > MAX_VECTORS ? MAX_VECTORS : info.vectors;
+    d->irq_mode = info.irq_mode;
     d->shm = mmap(NULL, d->size, PROT_READ | PROT_WRITE, MAP_SHARED,
                   d->fd, 0);
     if (d->shm == MAP_FAILED) {
@@ -209,6 +212,7 @@ static void open_uio(Device *d, const char *pcidir)
         die("open %s: %s", d->path, strerror(errno));
     }
     d->nvectors = 1;
+    d->irq_mode = IVSHMEM_IRQ_INTX;
     d->regs[REG_INTR_MASK / 4] = 1;
     (void)d->regs[REG_INTR_STATUS / 4];
     if (write(d->fd, &one, sizeof(one)) != sizeof(one)) {
@@ -437,8 +441,11 @@ static int cmd_get(Device *d, unsigned long off)
 
 static int cmd_info(Device *d)
 {
-    printf("mode=%s path=%s id=%u size=%" PRIu64 " vectors=%u\n",
-           mode_name(d), d->path, peer_id(d), d->size, d->nvectors);
+    static const char *const irq_names[] = { "none", "intx", "msix" };
+
+    printf("mode=%s path=%s id=%u size=%" PRIu64 " vectors=%u irq=%s\n",
+           mode_name(d), d->path, peer_id(d), d->size, d->nvectors,
+           irq_names[d->irq_mode > 2 ? 0 : d->irq_mode]);
     return 0;
 }
 
@@ -481,11 +488,20 @@ static int compare_u64(const void *a, const void *b)
 static void report_latency(const char *what, uint64_t *ns, unsigned n,
                            unsigned vectors)
 {
+    unsigned i;
+
+    if (print_raw) {
+        printf("%s-raw_us:", what);
+        for (i = 0; i < n; i++) {
+            printf(" %.1f", ns[i] / 1e3);
+        }
+        printf("\n");
+    }
     qsort(ns, n, sizeof(*ns), compare_u64);
     printf("%s: count=%u vectors=%u verified=%u p50_us=%.1f p90_us=%.1f "
-           "p99_us=%.1f max_us=%.1f\n", what, n, vectors, n,
+           "p99_us=%.1f max_us=%.1f min_us=%.1f\n", what, n, vectors, n,
            ns[n / 2] / 1e3, ns[n * 9 / 10] / 1e3, ns[n * 99 / 100] / 1e3,
-           ns[n - 1] / 1e3);
+           ns[n - 1] / 1e3, ns[0] / 1e3);
 }
 
 /* Initiator: ring the peer, wait for its answer, COUNT times. */
@@ -623,17 +639,27 @@ static int cmd_spin(Device *d, bool initiator, unsigned count,
     return 0;
 }
 
-static int cmd_bandwidth(Device *d, unsigned long total_mib)
+/*
+ * memcpy bandwidth into BAR2 and back.  With a SEED, the buffer holds the
+ * pattern of "write 0 CHUNK SEED", so that a peer can check what arrived
+ * with "verify 0 CHUNK SEED", and the read-back is checked here.
+ */
+static int cmd_bandwidth(Device *d, unsigned long total_mib, bool seeded,
+                         uint32_t seed)
 {
     size_t chunk = d->size < (1u << 20) ? d->size : (1u << 20);
     unsigned long rounds = total_mib * (1u << 20) / chunk, i;
     char *buf = malloc(chunk);
+    uint32_t *words = (uint32_t *)buf, state = pattern_seed(seed, 0);
     uint64_t t0, wr_ns, rd_ns;
 
     if (!buf || !rounds) {
         die("bad size");
     }
     memset(buf, 0xa5, chunk);
+    for (i = 0; seeded && i < chunk / 4; i++) {
+        words[i] = pattern_next(&state);
+    }
     t0 = now_ns();
     for (i = 0; i < rounds; i++) {
         memcpy((void *)d->shm, buf, chunk);
@@ -644,15 +670,27 @@ static int cmd_bandwidth(Device *d, unsigned long total_mib)
         memcpy(buf, (void *)d->shm, chunk);
     }
     rd_ns = now_ns() - t0;
-    printf("bandwidth: bytes=%lu write_MBps=%.1f read_MBps=%.1f\n",
+    printf("bandwidth: bytes=%lu write_MBps=%.1f read_MBps=%.1f",
            rounds * chunk, rounds * chunk * 1e3 / wr_ns,
            rounds * chunk * 1e3 / rd_ns);
+    if (seeded) {
+        state = pattern_seed(seed, 0);
+        for (i = 0; i < chunk / 4 && words[i] == pattern_next(&state); i++) {
+            continue;
+        }
+        printf(" chunk=%zu seed=%u readback=%s", chunk, seed,
+               i == chunk / 4 ? "ok" : "FAIL");
+    }
+    printf("\n");
     return 0;
 }
 
 static int cmd_wait(Device *d, int timeout_ms)
 {
-    int v = wait_interrupt(d, timeout_ms);
+    int v;
+
+    printf("wait: ready id=%u\n", peer_id(d));
+    v = wait_interrupt(d, timeout_ms);
 
     if (v < 0) {
         printf("wait: timeout\n");
@@ -664,7 +702,8 @@ static int cmd_wait(Device *d, int timeout_ms)
 
 static void usage(void)
 {
-    fputs("usage: ivshmem-guest [-d DEVICE] [-o SLOT_OFFSET] COMMAND ARGS\n"
+    fputs("usage: ivshmem-guest [-d DEVICE] [-o SLOT_OFFSET] [-r] COMMAND "
+          "ARGS\n"
           "  info                         peer ID, region size, vectors\n"
           "  write OFFSET LEN SEED        fill with a pseudo-random pattern\n"
           "  verify OFFSET LEN SEED       check that pattern\n"
@@ -674,7 +713,9 @@ static void usage(void)
           "  ping PEER COUNT [TIMEOUT_MS] doorbell ping-pong, initiator\n"
           "  pong PEER COUNT [TIMEOUT_MS] doorbell ping-pong, responder\n"
           "  spin-ping COUNT | spin-pong COUNT   polling ping-pong\n"
-          "  bandwidth [MIB]              memcpy bandwidth to/from BAR2\n"
+          "  bandwidth [MIB [SEED]]       memcpy bandwidth to/from BAR2; with\n"
+          "                               SEED, data for verify 0 CHUNK SEED\n"
+          "-r: print every ping/spin-ping sample (us) before the summary\n"
           "DEVICE: /dev/ivshmemN, /dev/uioN or /sys/bus/pci/devices/BDF\n",
           stderr);
     exit(1);
@@ -701,13 +742,16 @@ int main(int argc, char **argv)
     int opt;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
-    while ((opt = getopt(argc, argv, "d:o:h")) != -1) {
+    while ((opt = getopt(argc, argv, "d:o:rh")) != -1) {
         switch (opt) {
         case 'd':
             path = optarg;
             break;
         case 'o':
             slot_offset = num(optarg);
+            break;
+        case 'r':
+            print_raw = true;
             break;
         default:
             usage();
@@ -749,8 +793,9 @@ int main(int argc, char **argv)
         return cmd_spin(&d, true, num(argv[1]), timeout);
     } else if (!strcmp(cmd, "spin-pong") && argc == 2) {
         return cmd_spin(&d, false, num(argv[1]), timeout);
-    } else if (!strcmp(cmd, "bandwidth") && argc <= 2) {
-        return cmd_bandwidth(&d, argc == 2 ? num(argv[1]) : 64);
+    } else if (!strcmp(cmd, "bandwidth") && argc <= 3) {
+        return cmd_bandwidth(&d, argc >= 2 ? num(argv[1]) : 64, argc == 3,
+                             argc == 3 ? num(argv[2]) : 0);
     }
     usage();
     return 1;

@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""End-to-end tests: real Linux guests share memory and ring each other.
+
+Prints TAP.  Each scenario boots its own guests (in parallel) against our
+QEMU ($QEMU_BINARY) and our server, and tears everything down afterwards.
+Run one scenario with: e2e/tests.py NAME...
+"""
+
+import mmap
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ivshmem_e2e as e2e  # noqa: E402
+
+MIB = 1 << 20
+results = []
+boot_times = []
+
+
+def tap(ok, what, detail=''):
+    results.append(ok)
+    print('%s %d - %s' % ('ok' if ok else 'not ok', len(results), what),
+          flush=True)
+    if detail:
+        for line in detail.splitlines():
+            print('# ' + line, flush=True)
+
+
+def check(cond, what, detail=''):
+    tap(bool(cond), what, detail)
+    return bool(cond)
+
+
+def boot(session, specs):
+    """Start guests {name: (device args, append)} and wait for all."""
+    guests = [session.guest(n, dev, app) for n, (dev, app) in specs.items()]
+    for g in guests:
+        boot_times.append(g.wait_ready(180))
+    return guests
+
+
+def doorbell_dev(server, vectors, legacy=False, msi=True):
+    args = ['-chardev', 'socket,id=ivc,path=' + server.sock]
+    if legacy:
+        return args + ['-device', 'ivshmem,chardev=ivc,size=4M,msi=%s%s'
+                       % ('on' if msi else 'off',
+                          ',vectors=%d' % vectors if msi else '')]
+    return args + ['-device', 'ivshmem-doorbell,chardev=ivc,vectors=%d'
+                   % vectors]
+
+
+def find_bdf(guest):
+    return guest.run('for d in /sys/bus/pci/devices/*; do '
+                     '[ "$(cat $d/device)" = 0x1110 ] && echo $d; done; true'
+                     ).split()[0]
+
+
+def ping_pong(a, b, count, a_dev='', b_dev='', timeout=120):
+    """B answers COUNT doorbells of A; returns A's ping report (dict)."""
+    a_id = a.info(a_dev)['id']
+    b_id = b.info(b_dev)['id']
+    b.start('ivshmem-guest %s pong %s %d 10000'
+            % (('-d ' + b_dev) if b_dev else '', a_id, count))
+    b.expect(rb'pong: ready', 30)
+    rc, out = a.run('ivshmem-guest %s ping %s %d 10000'
+                    % (('-d ' + a_dev) if a_dev else '', b_id, count),
+                    timeout, check=False)
+    brc, bout = b.finish(timeout)
+    m = re.search(r'ping: (.*)', out)
+    report = dict(kv.split('=', 1) for kv in m.group(1).split()) if m else {}
+    report['ok'] = rc == 0 and brc == 0 and report.get('verified') == str(
+        count) and ('verified=%d' % count) in bout
+    report['text'] = out + '\n' + bout
+    return report
+
+
+def latency_line(r):
+    return 'p50 %s us, p90 %s us, p99 %s us' % (
+        r.get('p50_us'), r.get('p90_us'), r.get('p99_us'))
+
+
+def host_verify(shm, offset, length, seed):
+    return bytes(shm[offset:offset + length]) == e2e.pattern_words(
+        seed, offset, length // 4)
+
+
+def host_write(shm, offset, length, seed):
+    shm[offset:offset + length] = e2e.pattern_words(seed, offset,
+                                                    length // 4)
+
+
+def open_host_shm(path, size):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.ftruncate(fd, size)
+    m = mmap.mmap(fd, size)
+    os.close(fd)
+    return m
+
+
+# ---------------------------------------------------------------------------
+
+def test_plain(s):
+    name = s.shm_name('plain')
+    shm = open_host_shm('/dev/shm/' + name, 4 * MIB)
+    dev = ['-object', 'memory-backend-file,id=hm,mem-path=/dev/shm/%s,'
+           'size=4M,share=on' % name, '-device', 'ivshmem-plain,memdev=hm']
+    a, b = boot(s, {'a': (dev, ''), 'b': (dev, '')})
+    info = a.info()
+    check(info['size'] == str(4 * MIB) and info['irq'] == 'none',
+          'plain: guest sees a 4 MiB region without interrupts', str(info))
+    a.tool('write 0 65536 11')
+    ok = 'verify: ok' in b.tool('verify 0 65536 11')
+    check(ok and host_verify(shm, 0, 65536, 11),
+          'plain: guest A writes, guest B and the host read it')
+    host_write(shm, MIB, 65536, 22)
+    ra = a.tool('verify %d 65536 22' % MIB, check=False)
+    rb = b.tool('verify %d 65536 22' % MIB, check=False)
+    check(ra[0] == 0 and rb[0] == 0,
+          'plain: the host writes, both guests read it', ra[1] + rb[1])
+    bdf = find_bdf(b)
+    # Our driver claims BAR0; unbind it to use the stock interface.
+    b.run('echo %s > /sys/bus/pci/drivers/ivshmem/unbind'
+          % os.path.basename(bdf))
+    b.tool('-d %s write %d 65536 33' % (bdf, 2 * MIB))
+    ok = 'verify: ok' in a.tool('verify %d 65536 33' % (2 * MIB))
+    check(ok and host_verify(shm, 2 * MIB, 65536, 33),
+          'plain: stock sysfs resource2 mmap path works too')
+    b.start('ivshmem-guest spin-pong 500')
+    b.expect(rb'spin-pong: ready', 30)
+    rc, out = a.tool('spin-ping 500', 120, check=False)
+    brc, bout = b.finish(60)
+    check(rc == 0 and brc == 0 and 'verified=500' in out,
+          'plain: 500 polling round trips through shared memory, verified',
+          out)
+    shm.close()
+
+
+def doorbell(s, vectors):
+    srv = s.server(vectors=vectors, size='4M')
+    a, b = boot(s, {'a': (doorbell_dev(srv, vectors), ''),
+                    'b': (doorbell_dev(srv, vectors), '')})
+    ia, ib = a.info(), b.info()
+    check(ia['irq'] == 'msix' and ia['vectors'] == str(vectors) and
+          ib['vectors'] == str(vectors) and ia['id'] != ib['id'] and
+          ia['size'] == str(4 * MIB),
+          'doorbell vectors=%d: MSI-X, distinct peer IDs, region from the '
+          'server' % vectors, '%s\n%s' % (ia, ib))
+    a.tool('put 4096 "hello from guest A"')
+    check(b.tool('get 4096') == 'hello from guest A',
+          'doorbell vectors=%d: message from A read by B' % vectors)
+    r = ping_pong(a, b, 1000)
+    check(r['ok'], 'doorbell vectors=%d: 1000 round trips A->B->A, data '
+          'and vectors verified (%s)' % (vectors, latency_line(r)),
+          '' if r['ok'] else r['text'])
+    return srv, a, b, ia, ib
+
+
+def test_doorbell1(s):
+    srv, a, b, ia, ib = doorbell(s, 1)
+    host = s.hostpeer(srv)
+    host.wait_for(lambda: len(host.peers) >= 2, 10)
+    a.start('ivshmem-guest wait 20000')
+    a.expect(rb'wait: ready', 30)
+    host.ring(int(ia['id']), 0)
+    rc, out = a.finish(60)
+    a.tool('ring %d 0' % host.id)
+    check(rc == 0 and 'vector=0' in out and host.wait_interrupt(0, 20),
+          'doorbell vectors=1: a host peer rings a guest and is rung back',
+          out)
+
+
+def test_doorbell4(s):
+    doorbell(s, 4)
+
+
+def test_legacy_shm(s):
+    name = s.shm_name('legacy')
+    dev = ['-device', 'ivshmem,shm=%s,size=4M' % name]
+    a, b = boot(s, {'a': (dev, ''), 'b': (dev, '')})
+    info = a.info()
+    a.tool('write 0 65536 44')
+    ok = 'verify: ok' in b.tool('verify 0 65536 44')
+    shm = open_host_shm('/dev/shm/' + name, 4 * MIB)
+    check(info['size'] == str(4 * MIB) and ok and
+          host_verify(shm, 0, 65536, 44),
+          'legacy ivshmem,shm=: both guests and the host share /dev/shm/'
+          + name, str(info))
+    shm.close()
+
+
+def test_legacy_intx(s):
+    srv = s.server(vectors=1)
+    dev = doorbell_dev(srv, 1, legacy=True, msi=False)
+    a, b = boot(s, {'a': (dev, ''), 'b': (dev, 'ivshmem.nodriver')})
+    ia = a.info()
+    check(ia['irq'] == 'intx',
+          'legacy msi=off: our driver falls back to INTx', str(ia))
+    b.run('echo "1af4 1110" > /sys/bus/pci/drivers/uio_pci_generic/new_id')
+    ib = b.info('/dev/uio0')
+    check(ib['mode'] == 'uio' and ib['id'] != ia['id'],
+          'legacy msi=off: uio_pci_generic binds the device', str(ib))
+    r = ping_pong(a, b, 300, b_dev='/dev/uio0')
+    check(r['ok'], 'legacy msi=off: 300 round trips, INTx through our '
+          'driver and through uio_pci_generic (%s)' % latency_line(r),
+          '' if r['ok'] else r['text'])
+
+
+def test_kill_and_join(s):
+    srv = s.server(vectors=2)
+    a, b = boot(s, {'a': (doorbell_dev(srv, 2), ''),
+                    'b': (doorbell_dev(srv, 2), '')})
+    host = s.hostpeer(srv)
+    ia, ib = a.info(), b.info()
+    b.start('ivshmem-guest pong %s 1000000 60000' % ia['id'])
+    b.expect(rb'pong: ready', 30)
+    a.start('ivshmem-guest ping %s 1000000 5000' % ib['id'])
+    time.sleep(3)
+    killed_at = time.time()
+    b.kill()
+    rc, out = a.finish(60)
+    check(rc == 2 and 'TIMEOUT' in out,
+          'peer killed mid-run: the survivor\'s ping-pong stops with a '
+          'timeout after %.1f s' % (time.time() - killed_at), out)
+    left = host.wait_for(lambda: ('leave', int(ib['id'])) in host.events,
+                         20)
+    check(left, 'peer killed mid-run: the server announces the departure '
+          'to the other peers', str(host.events))
+    a.start('ivshmem-guest wait 20000')
+    a.expect(rb'wait: ready', 30)
+    host.ring(int(ia['id']), 1)
+    rc, out = a.finish(60)
+    check(rc == 0 and 'vector=1' in out,
+          'peer killed mid-run: the survivor still gets doorbells', out)
+    c, = boot(s, {'c': (doorbell_dev(srv, 2), '')})
+    ic = c.info()
+    joined = host.wait_for(lambda: ('join', int(ic['id'])) in host.events,
+                           20)
+    check(joined and ic['id'] not in (ia['id'], ib['id']),
+          'late-joining peer gets a fresh ID, announced to the others',
+          '%s %s' % (ic, host.events))
+    r = ping_pong(a, c, 200)
+    check(r['ok'], 'late-joining peer: 200 round trips with the survivor',
+          '' if r['ok'] else r['text'])
+
+
+TESTS = [('plain', test_plain), ('doorbell1', test_doorbell1),
+         ('doorbell4', test_doorbell4), ('legacy-shm', test_legacy_shm),
+         ('legacy-intx', test_legacy_intx),
+         ('kill-join', test_kill_and_join)]
+
+
+def main():
+    wanted = sys.argv[1:]
+    t0 = time.time()
+    try:
+        image = e2e.build_image()
+        accel = e2e.probe_accel(image)
+    except e2e.E2EError as err:
+        print('1..1\nnot ok 1 - e2e set-up: %s' % err)
+        return 1
+    print('# guest image %s, accelerator %s' % (image, accel), flush=True)
+    for name, fn in TESTS:
+        if wanted and name not in wanted:
+            continue
+        s = e2e.Session(accel=accel, image=image)
+        failed_before = results.count(False)
+        started = time.time()
+        try:
+            fn(s)
+        except Exception as err:   # report, show the logs, go on
+            tap(False, '%s: %s' % (name, err))
+        if results.count(False) > failed_before:
+            s.dump_logs()
+        print('# %s took %.1f s' % (name, time.time() - started),
+              flush=True)
+        s.close()
+    print('1..%d' % len(results))
+    if boot_times:
+        print('# %d guest boots: %.1f s to %.1f s (median %.1f s), %s'
+              % (len(boot_times), min(boot_times), max(boot_times),
+                 sorted(boot_times)[len(boot_times) // 2], accel))
+    print('# e2e total %.1f s' % (time.time() - t0))
+    return 0 if all(results) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
