@@ -13,6 +13,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 # build every other qtest and tool).
 default_targets="qemu-system-x86_64 contrib/ivshmem-server/ivshmem-server
 contrib/ivshmem-client/ivshmem-client tests/qtest/ivshmem-test"
+# Debian's seabios, ipxe-qemu and qemu-system-data (tools/deps.sh).
+firmware_dirs="/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu"
 if [ "${1:-}" = --targets ]; then
     echo $default_targets
     exit 0
@@ -57,7 +59,7 @@ if [ ! -f "$builddir/build.ninja" ]; then
         --enable-kvm --enable-tcg --enable-tools \
         --disable-docs --disable-install-blobs \
         --enable-werror \
-        --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
+        --firmwarepath="$(echo $firmware_dirs | tr ' ' :)" \
         "${extra[@]}") > "$builddir/configure.log" 2>&1 || {
         tail -30 "$builddir/configure.log" >&2
         echo "build: configure failed; log in $builddir/configure.log" >&2
@@ -71,4 +73,13 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=($default_targets)
 fi
 ninja -C "$builddir" "${targets[@]}"
+
+# A binary run from the build tree looks for firmware under qemu-bundle/,
+# relocating the configured --firmwarepath there: point those at Debian's.
+for dir in $firmware_dirs; do
+    if [ ! -e "$builddir/qemu-bundle$dir" ]; then
+        mkdir -p "$(dirname "$builddir/qemu-bundle$dir")"
+        ln -sfn "$dir" "$builddir/qemu-bundle$dir"
+    fi
+done
 echo "$builddir"
