@@ -9,13 +9,23 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 export TOP=$top
 export QEMU_WORK=${QEMU_WORK:-$top/out/qemu}
+san_logs=
 if [ "${SANITIZE:-0}" = 1 ]; then
     export QEMU_BUILD=$QEMU_WORK/build-san
+    logs=$top/out/test-logs-san
+    # Every sanitized process (QEMU, server, client, fuzzers) stops at its
+    # first report and writes it to $san_logs/<suite>.<pid>: a suite that
+    # leaves one there fails, whatever its TAP says.
+    san_logs=$logs/sanitizer
+    rm -rf "$san_logs"
+    mkdir -p "$san_logs"
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:detect_leaks=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 else
     export QEMU_BUILD=$QEMU_WORK/build
+    logs=$top/out/test-logs
 fi
 export QEMU_BINARY=$QEMU_BUILD/qemu-system-x86_64
-logs=$top/out/test-logs${SANITIZE:+-san}
 mkdir -p "$logs"
 
 passed=0 failed=0 skipped=0
@@ -28,8 +38,15 @@ for suite in "$top"/tests/suites/*; do
     fi
     echo "# --- suite $name"
     start=$(date +%s)
-    timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" "$suite" < /dev/null \
-        > "$logs/$name.log" 2>&1
+    if [ -n "$san_logs" ]; then
+        san_opts="log_path=$san_logs/$name"
+        ASAN_OPTIONS="$ASAN_OPTIONS:$san_opts" UBSAN_OPTIONS="$UBSAN_OPTIONS:$san_opts" \
+            timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" "$suite" \
+            < /dev/null > "$logs/$name.log" 2>&1
+    else
+        timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" "$suite" \
+            < /dev/null > "$logs/$name.log" 2>&1
+    fi
     rc=$?
     # Show the TAP lines and diagnostics, not the noise.
     grep -E '^(ok|not ok|#|Bail out)' "$logs/$name.log" | grep -v '^# Start of\|^# End of'
@@ -41,6 +58,12 @@ for suite in "$top"/tests/suites/*; do
         echo "not ok - suite $name exited with status $rc (log: $logs/$name.log)"
         tail -20 "$logs/$name.log" | sed 's/^/#   /'
         f=1
+    fi
+    if [ -n "$san_logs" ] && ls "$san_logs/$name".* > /dev/null 2>&1; then
+        echo "not ok - suite $name: sanitizer reports in $san_logs/$name.*"
+        grep -h -m3 -E 'ERROR: |runtime error|SUMMARY' "$san_logs/$name".* |
+            head -20 | sed 's/^/#   /'
+        f=$((f + 1))
     fi
     if [ $((p + s + f)) = 0 ]; then
         echo "not ok - suite $name ran no test (log: $logs/$name.log)"

@@ -11,7 +11,8 @@
  * After every input T's BARs are programmed again and T must still work:
  * it answers, IVPosition is unchanged, each device's BAR2 reaches its
  * shared memory (checked through P and through the harness's own
- * mapping), and a doorbell rung by P arrives as an MSI-X write in T.
+ * mapping), and (every 8th input) a doorbell rung by P arrives as an
+ * MSI-X write in T.
  * A QEMU that dies or stops answering for 10 s aborts the harness.
  *
  * Op: one byte, then operands.
@@ -312,7 +313,8 @@ static void start_qemu(Machine *q, const char *devices)
     CHECK(listen(ls, 1) == 0);
     snprintf(qtest, sizeof(qtest), "unix:%s", sa.sun_path);
     snprintf(cmd, sizeof(cmd), "exec %s -M pc -m 64 -accel qtest "
-             "-nodefaults -display none -qtest %s %s", bin, qtest, devices);
+             "-nodefaults -display none -qtest %s -qtest-log /dev/null %s",
+             bin, qtest, devices);
     {
         char *argv[] = { (char *)"/bin/sh", (char *)"-c", cmd, NULL };
         q->pid = spawn(q->log, argv);
@@ -409,7 +411,10 @@ static void check_target(void)
         /* QEMU wrote it from another process: read it fresh */
         CHECK(*(volatile uint32_t *)(devs[i].mem + off) == marker + i);
     }
-    CHECK(doorbell_arrives(check_round % VECTORS));
+    /* the slowest check (two main loops in the way): every 8th input */
+    if (check_round % 8 == 1) {
+        CHECK(doorbell_arrives(check_round / 8 % VECTORS));
+    }
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -545,7 +550,7 @@ static void special_op(uint8_t op, const uint8_t **p, const uint8_t *end)
 
     switch (op & 7) {
     case 0:
-        qtest_cmd(&qt, "clock_step %u", arg * 1000u);
+        qtest_cmd(&qt, "clock_step %u", (arg + 1) * 1000u);
         break;
     case 1:                     /* T rings some peer, some vector */
         qtest_cmd(&qt, "writel 0x%" PRIx64 " 0x%x",
