@@ -5,7 +5,9 @@
  * until every client has its full setup and every later peer's vectors.
  * Prints: "<seconds> <rss KiB idle> <rss KiB loaded> <fds idle>
  * <fds loaded> <server CPU seconds>" or "FAIL <why>".
- * Usage: server-join SERVER PEERS VECTORS
+ * Usage: server-join SERVER PEERS VECTORS [STALL_SECONDS]
+ * STALL_SECONDS (default 120): give up when no client has received
+ * anything for that long (a stalled server), and after 10 times that.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -29,7 +31,6 @@
 
 typedef struct Client {
     int sock;
-    uint8_t buf[8];
     int len;
     long msgs;                  /* complete messages received */
     long want;                  /* messages that make it complete */
@@ -109,39 +110,70 @@ static long rss_kib(pid_t pid)
     return p ? strtol(p + 6, NULL, 10) : -1;
 }
 
-/* Read what is available; false when the server closed on us. */
+#define BATCH 64
+
+static void close_passed_fds(struct msghdr *msg)
+{
+    struct cmsghdr *cm;
+
+    for (cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
+        int i, nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+        for (i = 0; i < nfds; i++) {
+            int fd;
+
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            close(fd);
+        }
+    }
+}
+
+/* Messages are 8 bytes; a stream socket may split them anywhere. */
+static void count_bytes(Client *c, unsigned n)
+{
+    c->len += n;
+    c->msgs += c->len / 8;
+    c->len %= 8;
+}
+
+/*
+ * Read what is available, up to BATCH messages a system call (each
+ * message carries its own fd, so one recvmsg() returns one message);
+ * false when the server closed on us.
+ */
 static bool client_read(Client *c)
 {
-    for (;;) {
-        char control[CMSG_SPACE(sizeof(int) * 4)];
-        struct iovec iov = { c->buf + c->len, 8 - c->len };
-        struct msghdr msg = {
-            .msg_iov = &iov, .msg_iovlen = 1,
-            .msg_control = control, .msg_controllen = sizeof(control),
-        };
-        struct cmsghdr *cm;
-        ssize_t n = recvmsg(c->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    static uint8_t data[BATCH][8];
+    static char control[BATCH][CMSG_SPACE(sizeof(int) * 4)];
+    struct iovec iov[BATCH];
+    struct mmsghdr mm[BATCH];
 
-        if (n == 0) {
-            return false;
+    for (;;) {
+        int i, n;
+
+        for (i = 0; i < BATCH; i++) {
+            iov[i].iov_base = data[i];
+            iov[i].iov_len = 8;
+            memset(&mm[i], 0, sizeof(mm[i]));
+            mm[i].msg_hdr.msg_iov = &iov[i];
+            mm[i].msg_hdr.msg_iovlen = 1;
+            mm[i].msg_hdr.msg_control = control[i];
+            mm[i].msg_hdr.msg_controllen = sizeof(control[i]);
         }
+        n = recvmmsg(c->sock, mm, BATCH, MSG_DONTWAIT | MSG_CMSG_CLOEXEC,
+                     NULL);
         if (n < 0) {
             return errno == EAGAIN || errno == EINTR;
         }
-        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            int i, nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-
-            for (i = 0; i < nfds; i++) {
-                int fd;
-
-                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                close(fd);
+        for (i = 0; i < n; i++) {
+            close_passed_fds(&mm[i].msg_hdr);
+            if (mm[i].msg_len == 0) {
+                return false;
             }
+            count_bytes(c, mm[i].msg_len);
         }
-        c->len += n;
-        if (c->len == 8) {
-            c->len = 0;
-            c->msgs++;
+        if (n < BATCH) {
+            return true;
         }
     }
 }
@@ -168,11 +200,15 @@ int main(int argc, char **argv)
     pid_t pid;
     int peers, nvec, i, ep, complete = 0, status;
     long rss0, fds0, rss1, fds1;
-    double t0, t1, deadline, cpu0;
+    double t0, t1, deadline, cpu0, stall = 120, last_progress;
 
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s SERVER PEERS VECTORS\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s SERVER PEERS VECTORS [STALL_SECONDS]\n",
+                argv[0]);
         return 2;
+    }
+    if (argc == 5) {
+        stall = atof(argv[4]);
     }
     peers = atoi(argv[2]);
     nvec = atoi(argv[3]);
@@ -220,14 +256,17 @@ int main(int argc, char **argv)
         cl[i].want = 3 + (long)peers * nvec;
         epoll_ctl(ep, EPOLL_CTL_ADD, cl[i].sock, &ev);
     }
-    deadline = now() + 120;
-    while (complete < peers && now() < deadline) {
+    deadline = now() + 10 * stall;
+    last_progress = now();
+    while (complete < peers && now() < deadline &&
+           now() - last_progress < stall) {
         struct epoll_event evs[256];
         int n = epoll_wait(ep, evs, 256, 1000), j;
 
         for (j = 0; j < n; j++) {
             Client *c = &cl[evs[j].data.u32];
             bool was = c->msgs >= c->want;
+            long before = c->msgs;
 
             if (!client_read(c)) {
                 printf("FAIL server closed client %u after %ld messages\n",
@@ -236,6 +275,9 @@ int main(int argc, char **argv)
             }
             if (!was && c->msgs >= c->want) {
                 complete++;
+            }
+            if (c->msgs != before) {
+                last_progress = now();
             }
         }
         if (waitpid(pid, &status, WNOHANG) == pid) {
@@ -247,7 +289,8 @@ int main(int argc, char **argv)
     }
     t1 = now();
     if (complete < peers) {
-        printf("FAIL timeout: %d/%d complete\n", complete, peers);
+        printf("FAIL %s: %d/%d complete\n",
+               now() < deadline ? "stalled" : "timeout", complete, peers);
         goto out;
     }
     rss1 = rss_kib(pid);

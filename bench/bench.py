@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""make bench: run every scenario for ours and the reference, write JSON.
+
+Run by bench/run.sh, which builds what this needs and passes the paths:
+  bench.py OUTDIR OURS_QEMU OURS_SERVER REF_QEMU REF_SERVER JOIN FLOOR
+Environment: BENCH_QUICK=1 (short run), BENCH_SCENARIOS="doorbell
+polling bandwidth join host" (subset), BENCH_REPS, BENCH_COUNT.
+"""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import scenarios as sc              # noqa: E402
+
+
+def settings(quick):
+    env = os.environ.get
+    s = {
+        'quick': quick,
+        'reps': int(env('BENCH_REPS', 2 if quick else 5)),
+        'doorbell_count': int(env('BENCH_COUNT', 200 if quick else 1000)),
+        'polling_count': int(env('BENCH_POLL_COUNT',
+                                 500 if quick else 2000)),
+        'bandwidth_mib': int(env('BENCH_MIB', 64 if quick else 256)),
+        'configs': [(1, True)] if quick else
+                   [(1, True), (1, False), (4, True), (4, False)],
+        'join_peers': [1, 16, 256] if quick else [1, 16, 256, 1000, 2000],
+        'join_vectors': [1, 4],
+        'join_reps': int(env('BENCH_JOIN_REPS', 2 if quick else 5)),
+        'join_big_reps': int(env('BENCH_JOIN_BIG_REPS', 5)),
+        'join_stall_s': float(env('BENCH_JOIN_STALL', 10)),
+        'sustain_cap': int(env('BENCH_SUSTAIN_CAP', 1024 if quick else 4096)),
+        'floor_count': 20000 if quick else 100000,
+    }
+    s['scenarios'] = env('BENCH_SCENARIOS',
+                         'doorbell polling bandwidth join host').split()
+    return s
+
+
+def machine():
+    model = ''
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                model = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {'cpu': model, 'cpus': os.cpu_count(),
+            'kernel': platform.release(),
+            'mem_gib': round(os.sysconf('SC_PAGE_SIZE') *
+                             os.sysconf('SC_PHYS_PAGES') / 2**30, 1)}
+
+
+def version(binary):
+    try:
+        out = subprocess.run([binary, '--version'], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=10)
+        return out.stdout.decode().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return '?'
+
+
+def main():
+    outdir, oq, os_, rq, rs, join_bin, floor_bin = sys.argv[1:8]
+    quick = os.environ.get('BENCH_QUICK', '0') == '1'
+    s = settings(quick)
+    binaries = {'ours': (oq, os_), 'ref': (rq, rs)}
+    os.makedirs(outdir, exist_ok=True)
+    res = {
+        'date': datetime.datetime.now(datetime.timezone.utc)
+                .strftime('%Y-%m-%dT%H:%M:%SZ'),
+        'machine': machine(), 'settings': s,
+        'binaries': {v: {'qemu': b[0], 'qemu_version': version(b[0]),
+                         'server': b[1]} for v, b in binaries.items()},
+        'load_start': os.getloadavg()[0],
+    }
+    t0 = time.time()
+    want = set(s['scenarios'])
+
+    if want & {'doorbell', 'polling', 'bandwidth'}:
+        os.environ['QEMU_BINARY'] = oq     # for the KVM probe
+        image = sc.e2e.build_image()
+        res['accel'] = sc.e2e.probe_accel(image)
+        os.environ['E2E_ACCEL'] = res['accel']
+        res['doorbell'] = {}
+        for i, (vectors, ioeventfd) in enumerate(s['configs']):
+            extras = {}
+            if i == 0 and 'polling' in want:
+                extras['polling'] = s['polling_count']
+            if i == 0 and 'bandwidth' in want:
+                extras['bandwidth'] = s['bandwidth_mib']
+            if 'doorbell' not in want and not extras:
+                continue
+            tag, r = sc.guest_config(binaries, vectors, ioeventfd,
+                                     s['reps'], s['doorbell_count'], outdir,
+                                     extras, image)
+            res['doorbell'][tag] = r['doorbell']
+            for k in ('polling', 'bandwidth'):
+                if k in r:
+                    res[k] = r[k]
+
+    if 'join' in want:
+        servers = {v: binaries[v][1] for v in sc.VARIANTS}
+        res['join'] = sc.joins(join_bin, servers, s['join_peers'],
+                               s['join_vectors'], s['join_reps'],
+                               s['join_big_reps'], s['join_stall_s'])
+        res['sustained'] = {
+            v: sc.sustained(join_bin, servers[v], 1, 256, s['sustain_cap'],
+                            s['join_stall_s'])
+            for v in sc.VARIANTS}
+
+    if 'host' in want:
+        res['host_floor'] = {}
+        for mode in ('eventfd', 'cacheline'):
+            res['host_floor'][mode] = [
+                sc.host_floor(floor_bin, mode, s['floor_count'],
+                              os.path.join(outdir, 'floor-%s-%d.dat'
+                                           % (mode, rep)))
+                for rep in range(s['reps'])]
+
+    res['load_end'] = os.getloadavg()[0]
+    res['duration_s'] = round(time.time() - t0)
+    with open(os.path.join(outdir, 'results.json'), 'w') as f:
+        json.dump(res, f, indent=1)
+        f.write('\n')
+
+
+if __name__ == '__main__':
+    main()
