@@ -31,7 +31,7 @@ mkdir -p "$logs"
 passed=0 failed=0 skipped=0
 failed_suites=()
 for suite in "$top"/tests/suites/*; do
-    [ -x "$suite" ] || continue
+    [ -f "$suite" ] && [ -x "$suite" ] || continue
     name=$(basename "$suite")
     if [ -n "${SUITES:-}" ] && ! echo "$name" | grep -Eq "$SUITES"; then
         continue
