@@ -63,6 +63,19 @@ def server_binary():
     return path
 
 
+def firmware_args():
+    """-L for Debian's firmware (seabios, qemu-system-data, ipxe-qemu).
+
+    A QEMU run from its build tree looks for firmware in its qemu-bundle
+    directory rather than in --firmwarepath.
+    """
+    args = []
+    for d in ('/usr/share/seabios', '/usr/share/qemu', '/usr/lib/ipxe/qemu'):
+        if os.path.isdir(d):
+            args += ['-L', d]
+    return args
+
+
 def build_image():
     """Build (or reuse) the guest image; returns its directory."""
     out = subprocess.run([os.path.join(TOP, 'guest', 'image.sh')],
@@ -158,10 +171,11 @@ class Guest(Proc):
                 '-m', '256M', '-nodefaults', '-display', 'none',
                 '-no-reboot', '-kernel', session.kernel,
                 '-initrd', os.path.join(img, 'initramfs.cpio.gz'),
-                '-append', 'console=ttyS0 panic=-1 loglevel=4 ' + append,
+                '-append', 'console=ttyS0 panic=-1 loglevel=4 no_timer_check '
+                + append,
                 '-serial', 'file:' + self.console,
                 '-chardev', 'socket,id=ctl,path=' + ctl_path,
-                '-serial', 'chardev:ctl'] + device_args
+                '-serial', 'chardev:ctl'] + firmware_args() + device_args
         self.started = time.time()
         super().__init__(session, name, argv,
                          os.path.join(session.dir, name + '.qemu.log'))
@@ -384,16 +398,20 @@ def probe_accel(image):
         pass
     log('probing whether KVM can boot a guest here')
     s = Session(accel='kvm', image=image)
+    definite = True
     try:
         g = s.guest('kvmprobe', [])
         g.wait_ready(15)
         result = 'kvm'
     except E2EError:
+        # A QEMU that exited (bad set-up) says nothing about KVM.
+        definite = g.alive() if 'g' in locals() else False
         result = 'tcg'
     finally:
         s.close()
-    with open(stamp, 'w') as f:
-        f.write('%s %s' % (key, result))
+    if definite:
+        with open(stamp, 'w') as f:
+            f.write('%s %s' % (key, result))
     log('accelerator: %s' % result)
     return result
 

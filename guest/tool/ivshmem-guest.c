@@ -50,6 +50,7 @@ typedef struct Device {
     unsigned nvectors;
     int vector_fd[MAX_VECTORS];     /* driver mode: one file per vector */
     unsigned irq_mode;              /* IVSHMEM_IRQ_* */
+    int config_fd;                  /* uio mode: PCI config space */
 } Device;
 
 /* One direction of a ping-pong exchange, in the shared memory. */
@@ -202,22 +203,47 @@ static void open_driver(Device *d)
     }
 }
 
-static void open_uio(Device *d, const char *pcidir)
+/*
+ * Re-enable INTx after uio_pci_generic masked it in its handler.  That
+ * driver has no irqcontrol: clear Interrupt Disable (bit 10) of the PCI
+ * command register through sysfs config.
+ */
+static void uio_unmask(Device *d)
 {
     uint32_t one = 1;
+    uint16_t cmd;
+
+    if (write(d->fd, &one, sizeof(one)) == sizeof(one)) {
+        return;
+    }
+    if (errno != ENOSYS && errno != EINVAL) {
+        die("enable INTx on %s: %s", d->path, strerror(errno));
+    }
+    if (pread(d->config_fd, &cmd, 2, 4) != 2) {
+        die("read PCI command: %s", strerror(errno));
+    }
+    cmd &= ~(1u << 10);
+    if (pwrite(d->config_fd, &cmd, 2, 4) != 2) {
+        die("write PCI command: %s", strerror(errno));
+    }
+}
+
+static void open_uio(Device *d, const char *pcidir)
+{
+    char path[PATH_MAX + 16];
 
     map_sysfs_bars(d, pcidir);
     d->fd = open(d->path, O_RDWR);
-    if (d->fd < 0) {
-        die("open %s: %s", d->path, strerror(errno));
+    snprintf(path, sizeof(path), "%s/config", pcidir);
+    d->config_fd = open(path, O_RDWR);
+    if (d->fd < 0 || d->config_fd < 0) {
+        die("open %s: %s", d->fd < 0 ? d->path : path, strerror(errno));
     }
     d->nvectors = 1;
     d->irq_mode = IVSHMEM_IRQ_INTX;
     d->regs[REG_INTR_MASK / 4] = 1;
     (void)d->regs[REG_INTR_STATUS / 4];
-    if (write(d->fd, &one, sizeof(one)) != sizeof(one)) {
-        die("enable INTx on %s: %s", d->path, strerror(errno));
-    }
+    uio_unmask(d);
 }
 
 static void open_device(Device *d, const char *path)
@@ -340,13 +366,9 @@ static int wait_interrupt(Device *d, int timeout_ms)
             die("read: %s", strerror(errno));
         }
         if (d->mode == MODE_UIO) {
-            uint32_t one = 1;
-
             /* Ack the device (read clears), then re-enable INTx. */
             (void)d->regs[REG_INTR_STATUS / 4];
-            if (write(d->fd, &one, sizeof(one)) != sizeof(one)) {
-                die("re-enable INTx: %s", strerror(errno));
-            }
+            uio_unmask(d);
         }
         return i;
     }
