@@ -11,6 +11,7 @@ log file that is shown when something fails.
 
 import array
 import atexit
+import ctypes
 import mmap
 import os
 import re
@@ -102,6 +103,14 @@ def pattern_words(seed, offset, nwords):
 # ---------------------------------------------------------------------------
 # Processes
 
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the child: get SIGKILL if the runner dies, even by SIGKILL."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
 class Proc:
     def __init__(self, session, name, argv, logfile):
         self.name = name
@@ -110,7 +119,8 @@ class Proc:
         self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                       stdout=self.log,
                                       stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True,
+                                      preexec_fn=_die_with_parent)
         session.procs.append(self)
 
     def alive(self):
