@@ -17,6 +17,13 @@
  * IVPosition holds the device's own ID as soon as a guest can see the
  * device: a guest that reads a valid IVPosition knows its interrupts are
  * wired.
+ *
+ * When the server goes away the device keeps its peers and memory.  If
+ * the chardev reconnects (reconnect-ms) to a restarted server, the new
+ * session is set up in the background, in a second IvshmemProto, while
+ * doorbells keep using the old peer table.  The device switches to it
+ * (new ID, new peers and own vectors) only once it is complete and only
+ * if the server hands out the very memory object BAR2 already maps.
  */
 
 #include "qemu/osdep.h"
@@ -29,6 +36,7 @@
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
 #include "qemu/module.h"
+#include "qemu/timer.h"
 #include "qemu/units.h"
 #include "qom/object.h"
 #include "hw/pci/pci_device.h"
@@ -68,6 +76,14 @@ OBJECT_DECLARE_SIMPLE_TYPE(IvshmemState, IVSHMEM_COMMON)
 #define IVSHMEM_MAX_MSIX        2048        /* PCI_MSIX_FLAGS_QSIZE + 1 */
 #define IVSHMEM_HEADER_TIMEOUT_MS 5000      /* version, ID, shm */
 #define IVSHMEM_VECTOR_TIMEOUT_MS 200       /* gap that ends the peer list */
+
+/* What the chardev's traffic means once the first session is set up. */
+typedef enum IvshmemSession {
+    IVSHMEM_SESSION_LIVE,       /* fed to proto, the table in use */
+    IVSHMEM_SESSION_CLOSED,     /* server gone; proto kept as it is */
+    IVSHMEM_SESSION_JOINING,    /* a reconnection fills next */
+    IVSHMEM_SESSION_REFUSED,    /* reconnection refused, traffic dropped */
+} IvshmemSession;
 
 REG32(INTR_MASK, 0x00)
 REG32(INTR_STATUS, 0x04)
@@ -115,6 +131,9 @@ struct IvshmemState {
     MemoryRegion regs;
     MemoryRegion shm_mr;        /* mapping of a server or shm= fd */
     bool shm_mr_inited;
+    dev_t shm_dev;              /* identity of the mapped server memory */
+    ino_t shm_ino;
+    off_t shm_obj_size;
     MemoryRegion *shm;          /* what BAR2 maps */
     bool memdev_taken;
     bool ram_registered;
@@ -125,7 +144,9 @@ struct IvshmemState {
     IvshmemProto proto;
     bool proto_inited;
     bool setup_done;            /* IVPosition valid, doorbells accepted */
-    bool server_closed;         /* later traffic is not from our server */
+    IvshmemSession session;
+    IvshmemProto *next;         /* session being set up after a reconnect */
+    QEMUTimer *next_timer;      /* setup deadline, or end of its peer list */
     IvshmemVector *vec;         /* [vectors] */
     GHashTable *doorbells;      /* (peer << 16 | vector) -> EventNotifier */
     uint8_t msg[IVSHMEM_MSG_SIZE];
@@ -474,6 +495,9 @@ static bool ivshmem_map_fd(IvshmemState *s, int fd, const char *what,
     }
     s->shm_mr_inited = true;
     s->shm = &s->shm_mr;
+    s->shm_dev = st.st_dev;
+    s->shm_ino = st.st_ino;
+    s->shm_obj_size = st.st_size;
     return true;
 }
 
@@ -578,6 +602,26 @@ static bool ivshmem_fd_is_eventfd(int fd)
     return n > 0 && g_str_equal(target, "anon_inode:[eventfd]");
 }
 
+static bool ivshmem_check_eventfd(const IvshmemAction *a, Error **errp)
+{
+    if (!ivshmem_fd_is_eventfd(a->fd)) {
+        error_setg(errp, "ivshmem server sent peer %u vector %u with an "
+                   "fd that is not an eventfd", a->peer, a->vector);
+        return false;
+    }
+    return true;
+}
+
+static void ivshmem_wire_vector(IvshmemState *s, uint16_t peer,
+                                uint16_t vector, int fd, bool own)
+{
+    if (own) {
+        ivshmem_own_vector_add(s, vector, fd);
+    } else if (s->ioeventfd) {
+        ivshmem_doorbell_route_add(s, peer, vector, fd);
+    }
+}
+
 static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
                                   Error **errp)
 {
@@ -591,17 +635,11 @@ static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
         return ivshmem_map_fd(s, a->fd, "ivshmem server's shared memory",
                               errp);
     case IVSHMEM_ACTION_ADD_VECTOR:
-        if (!ivshmem_fd_is_eventfd(a->fd)) {
-            error_setg(errp, "ivshmem server sent peer %u vector %u with an "
-                       "fd that is not an eventfd", a->peer, a->vector);
+        if (!ivshmem_check_eventfd(a, errp)) {
             return false;
         }
         trace_ivshmem_peer_vector_add(a->peer, a->vector, a->own);
-        if (a->own) {
-            ivshmem_own_vector_add(s, a->vector, a->fd);
-        } else if (s->ioeventfd) {
-            ivshmem_doorbell_route_add(s, a->peer, a->vector, a->fd);
-        }
+        ivshmem_wire_vector(s, a->peer, a->vector, a->fd, a->own);
         return true;
     case IVSHMEM_ACTION_DEL_VECTOR:
         trace_ivshmem_peer_vector_del(a->peer, a->vector, a->own);
@@ -626,6 +664,16 @@ static QIOChannelSocket *ivshmem_server_channel(IvshmemState *s,
     if (!sock) {
         error_setg(errp, "property 'chardev': '%s' is not a socket chardev",
                    chr->label);
+        return NULL;
+    }
+    /*
+     * With reconnect-ms the first connection is made in the background:
+     * at startup wait for it (and for the server), as vhost-user does.
+     * A hot-plugged device does not block the monitor.
+     */
+    if (!qemu_chr_fe_backend_open(&s->server) &&
+        !phase_check(PHASE_MACHINE_READY) &&
+        qemu_chr_fe_wait_connected(&s->server, errp) < 0) {
         return NULL;
     }
     if (!sock->sioc || !qemu_chr_fe_backend_open(&s->server)) {
@@ -672,11 +720,11 @@ static int ivshmem_recv_sync(IvshmemState *s, QIOChannelSocket *sioc,
     return 1;
 }
 
-static bool ivshmem_own_vectors_complete(IvshmemState *s)
+static bool ivshmem_own_vectors_complete(IvshmemState *s,
+                                         const IvshmemProto *p)
 {
-    return s->proto.state == IVSHMEM_PROTO_RUNNING &&
-           ivshmem_proto_peer_vectors(&s->proto, s->proto.own_id) >=
-           s->vectors;
+    return p->state == IVSHMEM_PROTO_RUNNING &&
+           ivshmem_proto_peer_vectors(p, p->own_id) >= s->vectors;
 }
 
 static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
@@ -714,7 +762,7 @@ static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
         return false;
     }
     /* Peers, then our own vectors; a pause means the server is done. */
-    while (!ivshmem_own_vectors_complete(s)) {
+    while (!ivshmem_own_vectors_complete(s, &s->proto)) {
         ret = ivshmem_recv_sync(s, sioc, IVSHMEM_VECTOR_TIMEOUT_MS, &value,
                                 &fd, errp);
         if (ret == 0) {
@@ -731,6 +779,172 @@ static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
     return true;
 }
 
+/* Reconnection: a second session, adopted once it is complete */
+
+static const char *ivshmem_id(IvshmemState *s)
+{
+    DeviceState *dev = DEVICE(s);
+
+    return dev->id ? dev->id : object_get_typename(OBJECT(s));
+}
+
+/* The restarted server must share the object BAR2 already maps. */
+static bool ivshmem_same_memory(IvshmemState *s, int fd, Error **errp)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "cannot stat the restarted ivshmem "
+                         "server's shared memory");
+        return false;
+    }
+    if (st.st_dev != s->shm_dev || st.st_ino != s->shm_ino ||
+        st.st_size != s->shm_obj_size) {
+        error_setg(errp, "the restarted ivshmem server shares another "
+                   "memory object (inode %" PRIu64 ", 0x%" PRIx64 " bytes) "
+                   "than the one the device maps (inode %" PRIu64 ", 0x%"
+                   PRIx64 " bytes); restart the server on the same -M "
+                   "object, one that outlives it", (uint64_t)st.st_ino,
+                   (uint64_t)st.st_size, (uint64_t)s->shm_ino,
+                   (uint64_t)s->shm_obj_size);
+        return false;
+    }
+    return true;
+}
+
+/* Actions of the new session: checked and kept, wired only on adoption. */
+static bool ivshmem_next_action(void *opaque, const IvshmemAction *a,
+                                Error **errp)
+{
+    IvshmemState *s = opaque;
+
+    switch (a->kind) {
+    case IVSHMEM_ACTION_OWN_ID:
+        trace_ivshmem_reconnect_own_id(a->peer);
+        return true;
+    case IVSHMEM_ACTION_SHM:
+        if (!ivshmem_same_memory(s, a->fd, errp)) {
+            return false;
+        }
+        close(a->fd);           /* BAR2 maps this object already */
+        return true;
+    case IVSHMEM_ACTION_ADD_VECTOR:
+        if (!ivshmem_check_eventfd(a, errp)) {
+            return false;
+        }
+        trace_ivshmem_reconnect_vector(a->peer, a->vector, a->own, true);
+        return true;
+    case IVSHMEM_ACTION_DEL_VECTOR:
+        trace_ivshmem_reconnect_vector(a->peer, a->vector, a->own, false);
+        return true;
+    }
+    g_assert_not_reached();
+}
+
+static void ivshmem_next_free(IvshmemState *s)
+{
+    timer_del(s->next_timer);
+    if (s->next) {
+        ivshmem_proto_cleanup(s->next);     /* closes the session's fds */
+        g_clear_pointer(&s->next, g_free);
+    }
+}
+
+static void ivshmem_next_start(IvshmemState *s)
+{
+    s->next = g_new0(IvshmemProto, 1);
+    ivshmem_proto_init(s->next, s->vectors, ivshmem_next_action, s);
+    s->session = IVSHMEM_SESSION_JOINING;
+    timer_mod(s->next_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+              IVSHMEM_HEADER_TIMEOUT_MS);
+    trace_ivshmem_reconnect_start(s->proto.own_id);
+}
+
+/* Keep the old session; ignore the new connection until it closes. */
+static void ivshmem_next_refuse(IvshmemState *s, Error *err)
+{
+    error_prepend(&err, "ivshmem '%s' keeps peer ID %u and its old peers: ",
+                  ivshmem_id(s), s->proto.own_id);
+    error_report_err(err);
+    ivshmem_next_free(s);
+    s->session = IVSHMEM_SESSION_REFUSED;
+    trace_ivshmem_reconnect_refused(s->proto.own_id);
+}
+
+static void ivshmem_wire_table(IvshmemState *s)
+{
+    g_autoptr(GArray) ids = ivshmem_proto_peer_ids(&s->proto);
+    uint32_t peer, v;
+    guint i;
+
+    for (i = 0; i < ids->len; i++) {
+        peer = g_array_index(ids, uint32_t, i);
+        for (v = 0; v < ivshmem_proto_peer_vectors(&s->proto, peer); v++) {
+            trace_ivshmem_peer_vector_add(peer, v, peer == s->proto.own_id);
+            ivshmem_wire_vector(s, peer, v,
+                                ivshmem_proto_peer_fd(&s->proto, peer, v),
+                                peer == s->proto.own_id);
+        }
+    }
+}
+
+/* Switch to the new session: unwire the old table, wire the new one. */
+static void ivshmem_next_adopt(IvshmemState *s)
+{
+    uint16_t old_id = s->proto.own_id;
+
+    timer_del(s->next_timer);
+    ivshmem_proto_cleanup(&s->proto);       /* DEL_VECTOR for every fd */
+    s->proto = *s->next;
+    g_clear_pointer(&s->next, g_free);
+    s->proto.action = ivshmem_server_action;
+    s->session = IVSHMEM_SESSION_LIVE;
+    ivshmem_wire_table(s);
+    trace_ivshmem_reconnect_adopted(old_id, s->proto.own_id,
+                                    ivshmem_proto_peer_vectors(&s->proto,
+                                                        s->proto.own_id));
+}
+
+static void ivshmem_next_timeout(void *opaque)
+{
+    IvshmemState *s = opaque;
+    Error *err = NULL;
+
+    if (!s->next) {
+        return;
+    }
+    if (s->next->state == IVSHMEM_PROTO_RUNNING) {
+        ivshmem_next_adopt(s);  /* fewer own vectors than configured */
+        return;
+    }
+    error_setg(&err, "the restarted ivshmem server sent no setup message "
+               "within %d ms", IVSHMEM_HEADER_TIMEOUT_MS);
+    ivshmem_next_refuse(s, err);
+}
+
+static void ivshmem_next_feed(IvshmemState *s, int64_t value, int fd)
+{
+    bool in_setup = s->next->state != IVSHMEM_PROTO_RUNNING;
+    Error *err = NULL;
+
+    if (!ivshmem_proto_feed(s->next, value, fd, &err)) {
+        if (in_setup) {
+            ivshmem_next_refuse(s, err);
+            return;
+        }
+        warn_report_err(err);
+    }
+    if (s->next->state != IVSHMEM_PROTO_RUNNING) {
+        return;                 /* the setup deadline still runs */
+    }
+    if (ivshmem_own_vectors_complete(s, s->next)) {
+        ivshmem_next_adopt(s);
+    } else {
+        timer_mod(s->next_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                  IVSHMEM_VECTOR_TIMEOUT_MS);
+    }
+}
+
 /* Asynchronous messages after setup: peers joining and leaving. */
 
 static int ivshmem_server_can_receive(void *opaque)
@@ -740,43 +954,65 @@ static int ivshmem_server_can_receive(void *opaque)
     return sizeof(s->msg) - s->msg_len;
 }
 
-static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
+static void ivshmem_msg_reset(IvshmemState *s)
 {
-    IvshmemState *s = opaque;
-    Error *err = NULL;
-    int fd = qemu_chr_fe_get_msgfd(&s->server);
-
-    if (s->server_closed) {
-        /*
-         * A reconnected chardev talks to a new server session that would
-         * hand out a new ID and memory: ignore it, keep the peers we have.
-         */
-        if (fd >= 0) {
-            close(fd);
-        }
-        warn_report_once("ivshmem: ignoring a new ivshmem server "
-                         "connection, the device keeps its first session");
-        return;
+    s->msg_len = 0;
+    if (s->msg_fd >= 0) {
+        close(s->msg_fd);
+        s->msg_fd = -1;
     }
-    if (fd >= 0) {
+}
+
+/* Collect bytes into a message; true with @value and @fd once complete. */
+static bool ivshmem_msg_collect(IvshmemState *s, const uint8_t *buf,
+                                int size, int64_t *value, int *fd)
+{
+    int new_fd = qemu_chr_fe_get_msgfd(&s->server);
+
+    if (new_fd >= 0) {
         if (s->msg_fd >= 0) {
             close(s->msg_fd);
         }
-        s->msg_fd = fd;
+        s->msg_fd = new_fd;
     }
     size = MIN(size, sizeof(s->msg) - s->msg_len);
     memcpy(s->msg + s->msg_len, buf, size);
     s->msg_len += size;
     if (s->msg_len < sizeof(s->msg)) {
-        return;
+        return false;
     }
-    fd = s->msg_fd;
+    *value = ivshmem_proto_decode(s->msg);
+    *fd = s->msg_fd;
     s->msg_fd = -1;
     s->msg_len = 0;
-    trace_ivshmem_server_msg(ivshmem_proto_decode(s->msg), fd);
-    if (!ivshmem_proto_feed(&s->proto, ivshmem_proto_decode(s->msg), fd,
-                            &err)) {
-        warn_report_err(err);
+    return true;
+}
+
+static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
+{
+    IvshmemState *s = opaque;
+    Error *err = NULL;
+    int64_t value;
+    int fd;
+
+    if (!ivshmem_msg_collect(s, buf, size, &value, &fd)) {
+        return;
+    }
+    trace_ivshmem_server_msg(value, fd);
+    switch (s->session) {
+    case IVSHMEM_SESSION_LIVE:
+        if (!ivshmem_proto_feed(&s->proto, value, fd, &err)) {
+            warn_report_err(err);
+        }
+        break;
+    case IVSHMEM_SESSION_JOINING:
+        ivshmem_next_feed(s, value, fd);
+        break;
+    default:
+        if (fd >= 0) {
+            close(fd);          /* a session the device does not use */
+        }
+        break;
     }
 }
 
@@ -784,10 +1020,18 @@ static void ivshmem_server_event(void *opaque, QEMUChrEvent event)
 {
     IvshmemState *s = opaque;
 
-    if (event == CHR_EVENT_CLOSED && s->setup_done) {
-        trace_ivshmem_server_closed();
-        s->server_closed = true;
-        s->msg_len = 0;
+    if (!s->setup_done) {
+        return;
+    }
+    if (event == CHR_EVENT_CLOSED) {
+        trace_ivshmem_server_closed(s->session);
+        ivshmem_next_free(s);
+        ivshmem_msg_reset(s);
+        s->session = IVSHMEM_SESSION_CLOSED;
+    } else if (event == CHR_EVENT_OPENED &&
+               s->session == IVSHMEM_SESSION_CLOSED) {
+        ivshmem_msg_reset(s);
+        ivshmem_next_start(s);
     }
 }
 
@@ -799,6 +1043,10 @@ static void ivshmem_teardown(IvshmemState *s)
 
     qemu_chr_fe_set_handlers(&s->server, NULL, NULL, NULL, NULL, NULL, NULL,
                              false);
+    if (s->next_timer) {
+        ivshmem_next_free(s);
+        g_clear_pointer(&s->next_timer, timer_free);
+    }
     if (s->use_irqfd && pdev->msix_vector_use_notifier) {
         msix_unset_vector_notifiers(pdev);
     }
@@ -919,7 +1167,7 @@ static bool ivshmem_setup_migration(IvshmemState *s, Error **errp)
                "by another peer.  Unplug it before migrating and plug it "
                "back in afterwards, or use %s on the one peer that owns "
                "the memory",
-               DEVICE(s)->id ? DEVICE(s)->id : object_get_typename(OBJECT(s)),
+               ivshmem_id(s),
                s->kind == IVSHMEM_KIND_LEGACY ? "role=master" : "master=on");
     return migrate_add_blocker(&s->migration_blocker, errp) == 0;
 }
@@ -945,6 +1193,8 @@ static void ivshmem_realize(PCIDevice *pdev, Error **errp)
     if (has_server) {
         unsigned v;
 
+        s->next_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                     ivshmem_next_timeout, s);
         s->vec = g_new0(IvshmemVector, s->vectors);
         for (v = 0; v < s->vectors; v++) {
             s->vec[v].s = s;
