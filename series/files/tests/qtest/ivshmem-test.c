@@ -497,21 +497,54 @@ static gpointer server_thread(gpointer opaque)
     return NULL;
 }
 
-static FakeServer *server_start(size_t shm_size, int nvectors, int first_id)
+/*
+ * A fake server on @path sharing (a duplicate of) @shm_fd, e.g. one that
+ * restarts on the memory of the previous one.  @nlocal local peers join
+ * before any connection is accepted: they take IDs first_id.. in order.
+ */
+static FakeServer *server_start_at(const char *path, int shm_fd,
+                                   size_t shm_size, int nvectors,
+                                   int first_id, int nlocal)
 {
     FakeServer *srv = g_new0(FakeServer, 1);
 
-    srv->path = tmp_path("server.sock");
+    srv->path = g_strdup(path);
     srv->listen_fd = listen_unix(srv->path);
     srv->shm_size = shm_size;
-    srv->shm_fd = make_memfd(shm_size);
+    srv->shm_fd = fcntl(shm_fd, F_DUPFD_CLOEXEC, 0);
+    g_assert_cmpint(srv->shm_fd, >=, 0);
     srv->nvectors = nvectors;
     srv->next_id = first_id;
     g_mutex_init(&srv->lock);
+    while (nlocal-- > 0) {
+        server_join(srv, -1);
+    }
     srv->thread = g_thread_new("fake-ivshmem-server", server_thread, srv);
     return srv;
 }
 
+static FakeServer *server_start(size_t shm_size, int nvectors, int first_id)
+{
+    g_autofree char *path = tmp_path("server.sock");
+    int shm_fd = make_memfd(shm_size);
+    FakeServer *srv = server_start_at(path, shm_fd, shm_size, nvectors,
+                                      first_id, 0);
+
+    close(shm_fd);
+    return srv;
+}
+
+static void server_free(FakeServer *srv)
+{
+    close(srv->listen_fd);
+    close(srv->shm_fd);
+    unlink(srv->path);
+    g_free(srv->path);
+    g_mutex_clear(&srv->lock);
+    g_free(srv);
+}
+
+/* An orderly stop: the peers still present are told who left. */
 static void server_stop(FakeServer *srv)
 {
     int i;
@@ -523,12 +556,31 @@ static void server_stop(FakeServer *srv)
             server_leave_locked(srv, i);
         }
     }
-    close(srv->listen_fd);
-    close(srv->shm_fd);
-    unlink(srv->path);
-    g_free(srv->path);
-    g_mutex_clear(&srv->lock);
-    g_free(srv);
+    server_free(srv);
+}
+
+/* The server dies: its connections close, nobody is told who left. */
+static void server_crash(FakeServer *srv)
+{
+    FakePeer *p;
+    int i, v;
+
+    qatomic_set(&srv->stop, true);
+    g_thread_join(srv->thread);
+    for (i = 0; i < MAX_PEERS; i++) {
+        p = &srv->peers[i];
+        if (!p->present) {
+            continue;
+        }
+        p->present = false;
+        for (v = 0; v < srv->nvectors; v++) {
+            close(p->efd[v]);
+        }
+        if (p->conn >= 0) {
+            close(p->conn);
+        }
+    }
+    server_free(srv);
 }
 
 static int server_efd(FakeServer *srv, int id, int vector)
@@ -1282,6 +1334,145 @@ static void test_server_reset_keeps_connection(void)
     server_stop(srv);
 }
 
+/* Server restarts: the chardev reconnects (reconnect-ms). */
+
+static Guest *reconnect_guest(FakeServer *srv)
+{
+    return guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s,"
+                       "reconnect-ms=100 -device ivshmem-doorbell,id=iv0,"
+                       "chardev=c,vectors=%d,addr=%d", srv->path,
+                       srv->nvectors, SLOT);
+}
+
+static bool wait_position(Guest *g, uint32_t id)
+{
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+    do {
+        if (reg_read(g, REG_IV_POSITION) == id) {
+            return true;
+        }
+        g_usleep(10000);
+    } while (g_get_monotonic_time() < end);
+    g_test_message("IVPosition %u, expected %u",
+                   reg_read(g, REG_IV_POSITION), id);
+    return false;
+}
+
+/* Wait until the fake server has handed peer @id its setup. */
+static bool wait_joined(FakeServer *srv, int id)
+{
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+    while (server_efd(srv, id, 0) < 0) {
+        if (g_get_monotonic_time() > end) {
+            return false;
+        }
+        g_usleep(10000);
+    }
+    return true;
+}
+
+/* Peer 2 (local) and the device (3) on a first server session. */
+typedef struct RestartCase {
+    FakeServer *srv;
+    Guest *g;
+    char *path;
+    int shm;                    /* the first session's memory */
+    int old_peer_efd;           /* peer 2's vector 0 */
+    int old_own_efd;            /* the device's vector 0 as peer 3 */
+} RestartCase;
+
+static void restart_case_start(RestartCase *rc)
+{
+    rc->srv = server_start(1 * MiB, 1, 2);
+    g_assert_cmpint(server_join(rc->srv, -1), ==, 2);
+    rc->g = reconnect_guest(rc->srv);
+    g_assert_cmpuint(reg_read(rc->g, REG_IV_POSITION), ==, 3);
+    rc->path = g_strdup(rc->srv->path);
+    rc->shm = dup(rc->srv->shm_fd);
+    rc->old_peer_efd = dup(server_efd(rc->srv, 2, 0));
+    rc->old_own_efd = dup(server_efd(rc->srv, 3, 0));
+    msix_program(rc->g, 0, false);
+    qpci_io_writel(rc->g->dev, rc->g->bar2, 0x80, 0x12345678);
+    server_crash(rc->srv);
+    /* server gone: doorbells between connected peers keep working */
+    ring(rc->g, 2, 0);
+    g_assert_true(event_wait(rc->old_peer_efd, WAIT_MS));
+}
+
+static void restart_case_end(RestartCase *rc)
+{
+    guest_destroy(rc->g);
+    server_stop(rc->srv);
+    close(rc->shm);
+    close(rc->old_peer_efd);
+    close(rc->old_own_efd);
+    g_free(rc->path);
+}
+
+/* Restarted on the same memory: new ID, new peers, old peers dropped. */
+static void test_server_restart_same_memory(void)
+{
+    RestartCase rc;
+    Guest *g;
+
+    restart_case_start(&rc);
+    g = rc.g;
+    /* peer 4 is local, the device becomes 5 */
+    rc.srv = server_start_at(rc.path, rc.shm, 1 * MiB, 1, 4, 1);
+    g_assert_true(wait_position(g, 5));
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 0x80), ==, 0x12345678);
+    ring(g, 4, 0);
+    g_assert_true(event_wait(server_efd(rc.srv, 4, 0), WAIT_MS));
+    ring(g, 2, 0);
+    g_assert_false(event_wait(rc.old_peer_efd, 300));
+    event_set(server_efd(rc.srv, 5, 0));
+    g_assert_true(wait_msi(g, 0));
+    event_set(rc.old_own_efd);          /* no longer one of ours */
+    g_assert_false(wait_msi_ms(g, 0, 300));
+    restart_case_end(&rc);
+}
+
+/*
+ * Restarted on other memory: refused, the device stays peer 3 on the
+ * old memory with the old peers.  A later restart on the right memory
+ * is adopted.
+ */
+static void test_server_restart_other_memory(void)
+{
+    RestartCase rc;
+    int other = make_memfd(1 * MiB);
+    uint32_t *host;
+    Guest *g;
+
+    restart_case_start(&rc);
+    g = rc.g;
+    host = map_fd(rc.shm, 1 * MiB);
+    rc.srv = server_start_at(rc.path, other, 1 * MiB, 1, 4, 1);
+    g_assert_true(wait_joined(rc.srv, 5));
+    g_usleep(500 * 1000);               /* refused on the shm message */
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 3);
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 0x80), ==, 0x12345678);
+    host[0x84 / 4] = 0xcafef00d;
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 0x84), ==, 0xcafef00d);
+    ring(g, 2, 0);
+    g_assert_true(event_wait(rc.old_peer_efd, WAIT_MS));
+    ring(g, 4, 0);
+    g_assert_false(event_wait(server_efd(rc.srv, 4, 0), 300));
+    event_set(rc.old_own_efd);
+    g_assert_true(wait_msi(g, 0));
+
+    server_crash(rc.srv);
+    rc.srv = server_start_at(rc.path, rc.shm, 1 * MiB, 1, 6, 1);
+    g_assert_true(wait_position(g, 7));
+    ring(g, 6, 0);
+    g_assert_true(event_wait(server_efd(rc.srv, 6, 0), WAIT_MS));
+    munmap(host, 1 * MiB);
+    close(other);
+    restart_case_end(&rc);
+}
+
 /* Malformed servers: a scripted sequence, then wait for QEMU to go. */
 
 enum { FD_NONE, FD_SHM, FD_SHM_ODD, FD_EVENTFD, FD_PIPE };
@@ -1707,25 +1898,18 @@ static void test_kvm_irqfd(void)
 
 /* The real server binary */
 
-static void test_real_server(void)
+/* Start $IVSHMEM_SERVER on @sock and @name (1M, 2 vectors), wait for it. */
+static GPid real_server_spawn(const char *sock, const char *name,
+                              const char *pidfile)
 {
-    const char *server = g_getenv("IVSHMEM_SERVER");
-    g_autofree char *sock = tmp_path("real.sock");
-    g_autofree char *pidfile = tmp_path("real.pid");
-    g_autofree char *name = shm_name("real");
-    g_autofree char *cmd = NULL;
+    g_autofree char *cmd = g_strdup_printf("%s -F -S %s -M %s -l 1M -n 2 "
+                                           "-p %s",
+                                           g_getenv("IVSHMEM_SERVER"), sock,
+                                           name, pidfile);
     g_auto(GStrv) argv = NULL;
-    Guest *a, *b;
-    GPid pid;
     gint64 end;
-    int ida, idb, v;
+    GPid pid;
 
-    if (!server) {
-        g_test_skip("IVSHMEM_SERVER is not set");
-        return;
-    }
-    cmd = g_strdup_printf("%s -F -S %s -M %s -l 1M -n 2 -p %s", server, sock,
-                          name, pidfile);
     g_assert(g_shell_parse_argv(cmd, NULL, &argv, NULL));
     g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
                            NULL, NULL, &pid, NULL));
@@ -1734,6 +1918,30 @@ static void test_real_server(void)
         g_assert_cmpint(g_get_monotonic_time(), <, end);
         g_usleep(10000);
     }
+    return pid;
+}
+
+static void real_server_stop(GPid pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    g_spawn_close_pid(pid);
+}
+
+static void test_real_server(void)
+{
+    g_autofree char *sock = tmp_path("real.sock");
+    g_autofree char *pidfile = tmp_path("real.pid");
+    g_autofree char *name = shm_name("real");
+    Guest *a, *b;
+    GPid pid;
+    int ida, idb, v;
+
+    if (!g_getenv("IVSHMEM_SERVER")) {
+        g_test_skip("IVSHMEM_SERVER is not set");
+        return;
+    }
+    pid = real_server_spawn(sock, name, pidfile);
     a = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
                     "ivshmem-doorbell,chardev=c,vectors=2,addr=%d", sock,
                     SLOT);
@@ -1758,9 +1966,109 @@ static void test_real_server(void)
     }
     guest_destroy(a);
     guest_destroy(b);
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
-    g_spawn_close_pid(pid);
+    real_server_stop(pid);
+    shm_unlink(name);
+    unlink(pidfile);
+    unlink(sock);
+}
+
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(strlen(path), <, sizeof(addr.sun_path));
+    strcpy(addr.sun_path, path);
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), ==,
+                    0);
+    return fd;
+}
+
+/* Both IVPositions read 0 and 1 (in some order): both QEMUs rejoined. */
+static bool wait_rejoined(Guest *a, Guest *b)
+{
+    gint64 end = g_get_monotonic_time() + 2 * WAIT_MS * 1000;
+    uint32_t ida, idb;
+
+    do {
+        ida = reg_read(a, REG_IV_POSITION);
+        idb = reg_read(b, REG_IV_POSITION);
+        if (ida <= 1 && idb <= 1 && ida != idb) {
+            return true;
+        }
+        g_usleep(10000);
+    } while (g_get_monotonic_time() < end);
+    g_test_message("IVPositions %u and %u after the restart", ida, idb);
+    return false;
+}
+
+static void ring_each_other(Guest *a, Guest *b)
+{
+    int ida = reg_read(a, REG_IV_POSITION);
+    int idb = reg_read(b, REG_IV_POSITION);
+    int v;
+
+    for (v = 0; v < 2; v++) {
+        MsiCheck to_b = { b, v }, to_a = { a, v };
+
+        g_assert_true(ring_until(a, idb, v, check_msi, &to_b));
+        g_assert_true(ring_until(b, ida, v, check_msi, &to_a));
+    }
+}
+
+/*
+ * The real server restarts on an object it did not create (so SIGTERM
+ * leaves it): both QEMUs reconnect, get new IDs and ring each other.
+ * Two placeholder clients take IDs 0 and 1 first, so that the QEMUs'
+ * IDs before (2, 3) and after (0, 1) the restart differ.
+ */
+static void test_real_server_restart(void)
+{
+    g_autofree char *sock = tmp_path("restart.sock");
+    g_autofree char *pidfile = tmp_path("restart.pid");
+    g_autofree char *name = shm_name("restart");
+    g_autofree char *path = g_strdup_printf("/%s", name);
+    const char *fmt = "-M pc -chardev socket,id=c,path=%s,reconnect-ms=100 "
+                      "-device ivshmem-doorbell,chardev=c,vectors=2,addr=%d";
+    int shm, placeholder[2], v;
+    Guest *a, *b;
+    GPid pid;
+
+    if (!g_getenv("IVSHMEM_SERVER")) {
+        g_test_skip("IVSHMEM_SERVER is not set");
+        return;
+    }
+    shm = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    g_assert_cmpint(shm, >=, 0);
+    g_assert_cmpint(ftruncate(shm, 1 * MiB), ==, 0);
+    close(shm);
+    pid = real_server_spawn(sock, name, pidfile);
+    placeholder[0] = connect_unix(sock);
+    placeholder[1] = connect_unix(sock);
+    a = guest_start(SLOT, fmt, sock, SLOT);
+    b = guest_start(SLOT, fmt, sock, SLOT);
+    g_assert_cmpuint(reg_read(a, REG_IV_POSITION), ==, 2);
+    g_assert_cmpuint(reg_read(b, REG_IV_POSITION), ==, 3);
+    close(placeholder[0]);
+    close(placeholder[1]);
+    for (v = 0; v < 2; v++) {
+        msix_program(a, v, false);
+        msix_program(b, v, false);
+    }
+    ring_each_other(a, b);
+    qpci_io_writel(a->dev, a->bar2, 0x40, 0x77665544);
+
+    real_server_stop(pid);
+    g_assert_true(shm_exists(name));
+    pid = real_server_spawn(sock, name, pidfile);
+    g_assert_true(wait_rejoined(a, b));
+    g_assert_cmphex(qpci_io_readl(b->dev, b->bar2, 0x40), ==, 0x77665544);
+    ring_each_other(a, b);
+
+    guest_destroy(a);
+    guest_destroy(b);
+    real_server_stop(pid);
     shm_unlink(name);
     unlink(pidfile);
     unlink(sock);
@@ -1801,6 +2109,10 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/server/master-not-first",
                    test_server_master_not_first);
     qtest_add_func("/ivshmem/server/reset", test_server_reset_keeps_connection);
+    qtest_add_func("/ivshmem/server/restart-same-memory",
+                   test_server_restart_same_memory);
+    qtest_add_func("/ivshmem/server/restart-other-memory",
+                   test_server_restart_other_memory);
     for (i = 0; i < ARRAY_SIZE(scripts); i++) {
         g_autofree char *path = g_strdup_printf("/ivshmem/malformed/%s",
                                                 scripts[i].name);
@@ -1820,6 +2132,7 @@ int main(int argc, char **argv)
                    test_migrate_peer_blocked);
     qtest_add_func("/ivshmem/kvm/irqfd", test_kvm_irqfd);
     qtest_add_func("/ivshmem/real-server", test_real_server);
+    qtest_add_func("/ivshmem/real-server-restart", test_real_server_restart);
 
     ret = g_test_run();
     rmdir(tmpdir);
