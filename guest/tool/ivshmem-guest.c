@@ -322,28 +322,12 @@ static uint32_t peer_id(Device *d)
     return d->regs[REG_IVPOSITION / 4];
 }
 
-/*
- * -F in driver mode: map BAR0 through sysfs as well, so that ring()
- * writes the doorbell from user space instead of through the driver.
- */
-static void map_doorbell(Device *d)
-{
-    char pcidir[PATH_MAX], path[PATH_MAX + 16];
-    size_t size;
-
-    if (!find_pci_dir(NULL, pcidir, sizeof(pcidir))) {
-        die("-F: no ivshmem PCI device");
-    }
-    snprintf(path, sizeof(path), "%s/resource0", pcidir);
-    d->regs = map_file(path, &size);
-}
-
 static void ring(Device *d, unsigned peer, unsigned vector)
 {
     struct ivshmem_ring r = { .peer = peer, .vector = vector };
 
     __sync_synchronize();
-    if (d->mode == MODE_DRIVER && !d->regs) {
+    if (d->mode == MODE_DRIVER) {
         if (ioctl(d->fd, IVSHMEM_IOCTL_RING, &r) < 0) {
             die("ring: %s", strerror(errno));
         }
@@ -800,8 +784,8 @@ static void usage(void)
           "  bandwidth [MIB [SEED]]       memcpy bandwidth to/from BAR2; with\n"
           "                               SEED, data for verify 0 CHUNK SEED\n"
           "-r: print every ping/spin-ping sample (us) before the summary\n"
-          "-F: driver mode, ping/pong: ring through a sysfs mapping of BAR0\n"
-          "    and block in read() on the expected vector, not poll()\n"
+          "-F: driver mode, ping/pong: block in read() on the expected\n"
+          "    vector instead of poll() then read()\n"
           "DEVICE: /dev/ivshmemN, /dev/uioN or /sys/bus/pci/devices/BDF\n",
           stderr);
     exit(1);
@@ -853,9 +837,6 @@ int main(int argc, char **argv)
     }
     cmd = argv[0];
     open_device(&d, path);
-    if (fast_path && d.mode == MODE_DRIVER) {
-        map_doorbell(&d);
-    }
     if (!strcmp(cmd, "info")) {
         return cmd_info(&d);
     } else if (!strcmp(cmd, "write") && argc == 4) {
