@@ -1381,6 +1381,7 @@ typedef struct RestartCase {
     int shm;                    /* the first session's memory */
     int old_peer_efd;           /* peer 2's vector 0 */
     int old_own_efd;            /* the device's vector 0 as peer 3 */
+    int qemu_fds;               /* QEMU's open fds in the first session */
 } RestartCase;
 
 static void restart_case_start(RestartCase *rc)
@@ -1393,6 +1394,7 @@ static void restart_case_start(RestartCase *rc)
     rc->shm = dup(rc->srv->shm_fd);
     rc->old_peer_efd = dup(server_efd(rc->srv, 2, 0));
     rc->old_own_efd = dup(server_efd(rc->srv, 3, 0));
+    rc->qemu_fds = count_fds(qtest_pid(rc->g->qts));
     msix_program(rc->g, 0, false);
     qpci_io_writel(rc->g->dev, rc->g->bar2, 0x80, 0x12345678);
     server_crash(rc->srv);
@@ -1431,6 +1433,8 @@ static void test_server_restart_same_memory(void)
     g_assert_true(wait_msi(g, 0));
     event_set(rc.old_own_efd);          /* no longer one of ours */
     g_assert_false(wait_msi_ms(g, 0, 300));
+    /* one peer, one own vector, one socket: the old session's fds closed */
+    g_assert_true(wait_fd_count(qtest_pid(g->qts), rc.qemu_fds));
     restart_case_end(&rc);
 }
 
@@ -1462,6 +1466,8 @@ static void test_server_restart_other_memory(void)
     g_assert_false(event_wait(server_efd(rc.srv, 4, 0), 300));
     event_set(rc.old_own_efd);
     g_assert_true(wait_msi(g, 0));
+    /* the refused session's memory fd is closed, its socket stays */
+    g_assert_true(wait_fd_count(qtest_pid(g->qts), rc.qemu_fds));
 
     server_crash(rc.srv);
     rc.srv = server_start_at(rc.path, rc.shm, 1 * MiB, 1, 6, 1);
@@ -1896,6 +1902,66 @@ static void test_kvm_irqfd(void)
     server_stop(srv);
 }
 
+/*
+ * A restart adopted while vector 0 is on a KVM irqfd: the old route is
+ * released and the new eventfds are wired, through the irqfd and
+ * through the main loop (masked: PBA).
+ */
+static void test_kvm_restart(void)
+{
+    FakeServer *srv;
+    g_autofree char *path = NULL;
+    int fd = open("/dev/kvm", O_RDWR);
+    int shm, fds;
+    QDict *resp;
+    Guest *g;
+    bool kvm;
+
+    if (fd < 0) {
+        g_test_skip("/dev/kvm is not usable");
+        return;
+    }
+    close(fd);
+    if (!qtest_has_accel("kvm")) {
+        g_test_skip("KVM support not built in");
+        return;
+    }
+    srv = server_start(1 * MiB, 2, 0);
+    server_join(srv, -1);
+    g = guest_start(SLOT, "-M pc -accel kvm -chardev socket,id=c,path=%s,"
+                    "reconnect-ms=100 -device ivshmem-doorbell,chardev=c,"
+                    "vectors=2,addr=%d", srv->path, SLOT);
+    resp = qtest_qmp(g->qts, "{'execute': 'query-kvm'}");
+    kvm = qdict_get_bool(qdict_get_qdict(resp, "return"), "enabled");
+    qobject_unref(resp);
+    if (!kvm) {
+        guest_destroy(g);
+        server_stop(srv);
+        g_test_skip("KVM could not be initialized here");
+        return;
+    }
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 1);
+    msix_program(g, 0, false);          /* on an irqfd */
+    msix_program(g, 1, true);
+    fds = count_fds(qtest_pid(g->qts));
+    path = g_strdup(srv->path);
+    shm = dup(srv->shm_fd);
+    server_crash(srv);
+    srv = server_start_at(path, shm, 1 * MiB, 2, 4, 1);
+    g_assert_true(wait_position(g, 5));
+    g_assert_true(wait_fd_count(qtest_pid(g->qts), fds));
+    event_set(server_efd(srv, 5, 1));
+    g_assert_true(wait_pending(g, 1, WAIT_MS));
+    msix_program(g, 0, true);           /* irqfd torn down */
+    event_set(server_efd(srv, 5, 0));
+    g_assert_true(wait_pending(g, 0, WAIT_MS));
+    ring(g, 4, 1);
+    g_assert_true(event_wait(server_efd(srv, 4, 1), WAIT_MS));
+    guest_destroy(g);
+    server_stop(srv);
+    close(shm);
+}
+
 /* The real server binary */
 
 /* Start $IVSHMEM_SERVER on @sock and @name (1M, 2 vectors), wait for it. */
@@ -2131,6 +2197,7 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/migration/peer-blocked",
                    test_migrate_peer_blocked);
     qtest_add_func("/ivshmem/kvm/irqfd", test_kvm_irqfd);
+    qtest_add_func("/ivshmem/kvm/restart", test_kvm_restart);
     qtest_add_func("/ivshmem/real-server", test_real_server);
     qtest_add_func("/ivshmem/real-server-restart", test_real_server_restart);
 
