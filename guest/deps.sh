@@ -3,11 +3,12 @@
 # Install what the guest image and the end-to-end tests need on the host
 # (Debian 12, as root).  Idempotent; a no-op when all is there.
 # The guest's own packages (kernel, headers, busybox) are NOT installed:
-# guest/image.sh fetches them with apt-get download.
+# guest/image.sh fetches them with apt-get download (libelf1 and libssl3
+# are the run-time needs of the unpacked linux-kbuild tools).
 set -euo pipefail
 
-pkgs=(gcc make binutils libc6-dev cpio gzip xz-utils python3
-      qemu-system-data)
+pkgs=(gcc make binutils libc6-dev cpio gzip xz-utils python3 libelf1 libssl3
+      qemu-system-data seabios)
 have_lists() {
     local policy
     policy=$(apt-cache policy linux-image-amd64 2>/dev/null)
