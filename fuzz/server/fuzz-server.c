@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -351,6 +352,7 @@ static void start_server(void)
     server_pid = fork();
     CHECK(server_pid >= 0);
     if (server_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* go when the harness goes */
         logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(logfd, 1);
         dup2(logfd, 2);
