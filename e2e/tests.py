@@ -247,10 +247,40 @@ def test_kill_and_join(s):
           '' if r['ok'] else r['text'])
 
 
+def test_server_restart(s):
+    # The region must outlive the server: create it here, so that the
+    # server does not remove it when it exits.
+    shm = open_host_shm('/dev/shm/' + s.shm_name('server'), 4 * MIB)
+    srv = s.server(vectors=1)
+    dev = ['-chardev', 'socket,id=ivc,path=%s,reconnect-ms=500' % srv.sock,
+           '-device', 'ivshmem-doorbell,chardev=ivc,vectors=1']
+    a, b = boot(s, {'a': (dev, ''), 'b': (dev, '')})
+    a.tool('write 0 65536 55')
+    srv.stop()
+    r = ping_pong(a, b, 100)
+    check(r['ok'], 'server stopped: doorbells between connected guests '
+          'keep working', '' if r['ok'] else r['text'])
+    old = {a.info()['id'], b.info()['id']}
+    srv = s.server(vectors=1)
+    host = s.hostpeer(srv)
+    back = host.wait_for(lambda: len(host.peers) >= 2, 60)
+    ia, ib = a.info(), b.info()
+    check(back and {ia['id'], ib['id']} == {str(p) for p in host.peers},
+          'server restarted: both guests rejoin; the guests read their '
+          'new IDs from IVPosition (%s -> %s, %s)'
+          % (sorted(old), ia['id'], ib['id']), str(host.peers))
+    r = ping_pong(a, b, 100)
+    ok = 'verify: ok' in b.tool('verify 0 65536 55', check=False)[1]
+    check(r['ok'] and ok, 'server restarted: the region kept its data, '
+          '100 round trips with the new IDs', '' if r['ok'] else r['text'])
+    shm.close()
+
+
 TESTS = [('plain', test_plain), ('doorbell1', test_doorbell1),
          ('doorbell4', test_doorbell4), ('legacy-shm', test_legacy_shm),
          ('legacy-intx', test_legacy_intx),
-         ('kill-join', test_kill_and_join)]
+         ('kill-join', test_kill_and_join),
+         ('server-restart', test_server_restart)]
 
 
 def main():
