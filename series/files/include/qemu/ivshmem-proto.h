@@ -16,7 +16,7 @@
 #define IVSHMEM_MSG_SIZE         8          /* bytes per message */
 #define IVSHMEM_MSG_SHM          (-1)       /* value of the shm fd message */
 #define IVSHMEM_MAX_PEERS        65536      /* peer IDs are 0..65535 */
-#define IVSHMEM_MAX_VECTORS      65536      /* doorbell vector field is 16 bits */
+#define IVSHMEM_MAX_VECTORS      65536      /* 16-bit doorbell vector */
 
 typedef enum IvshmemActionKind {
     IVSHMEM_ACTION_OWN_ID,      /* @peer: the ID the server gave us */
