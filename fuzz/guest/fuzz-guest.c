@@ -462,13 +462,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
              sock, VECTORS);
     start_qemu(&qp, devices);
 
-    devs[2].mem = map_shm(plain);
-    snprintf(plain, sizeof(plain), "/dev/shm/%s", shm);
-    devs[3].mem = map_shm(plain);
     for (i = 0; i < NDEV; i++) {
         program_device(&qt, &devs[i]);
         devs[i].msix_cap = find_msix_cap(&qt, &devs[i]);
     }
+    /* QEMU answered: its memory backends exist by now */
+    devs[2].mem = map_shm(plain);
+    snprintf(plain, sizeof(plain), "/dev/shm/%s", shm);
+    devs[3].mem = map_shm(plain);
     CHECK(devs[0].msix_cap);
     program_device(&qp, &peer_dev);
     peer_dev.msix_cap = find_msix_cap(&qp, &peer_dev);
