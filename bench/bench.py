@@ -111,10 +111,18 @@ def main():
         res['join'] = sc.joins(join_bin, servers, s['join_peers'],
                                s['join_vectors'], s['join_reps'],
                                s['join_big_reps'], s['join_stall_s'])
-        res['sustained'] = {
-            v: sc.sustained(join_bin, servers[v], 1, 256, s['sustain_cap'],
-                            s['join_stall_s'])
-            for v in sc.VARIANTS}
+        res['sustained'] = {}
+        for v in sc.VARIANTS:
+            # start from what the join runs with -n 1 already showed
+            seen = [(j['peers'], all(r['ok'] for r in j[v]))
+                    for j in res['join'].values()
+                    if j['vectors'] == 1 and j[v] and
+                    not j[v][0].get('error', '').startswith('skipped')]
+            ok = max([p for p, good in seen if good], default=0)
+            bad = min([p for p, good in seen if not good], default=None)
+            res['sustained'][v] = sc.sustained(
+                join_bin, servers[v], 1, 256, s['sustain_cap'],
+                s['join_stall_s'], ok, bad)
 
     if 'host' in want:
         res['host_floor'] = {}

@@ -124,14 +124,17 @@ def markdown(summ):
     lines = ['# ivshmem benchmarks: ours vs reference (%s)' % summ['date'],
              '',
              'Machine: %s, %d CPUs, %s GiB, Linux %s; load average %.1f at '
-             'start, %.1f at end; %d s. Guests under %s. Ours: %s; '
-             'reference: %s with the ivshmem-server of the same source. '
+             'start, %.1f at end; %d s. Guests under %s. Ours: the series '
+             'over %s, our ivshmem-server; reference: %s with the '
+             'ivshmem-server built from the same source. '
              'Medians of %d runs (ours and reference interleaved); %d '
              'doorbell and %d polling round trips a run.'
              % (m['cpu'], m['cpus'], m['mem_gib'], m['kernel'],
                 summ['load_start'] or 0, summ['load_end'] or 0,
                 summ['duration_s'] or 0,
-                (summ.get('accel') or '-').upper(), summ['binaries']['ours']['qemu_version'],
+                (summ.get('accel') or '-').upper(),
+                summ['binaries']['ours']['qemu_version'].replace(
+                    'QEMU emulator version ', 'QEMU '),
                 summ['binaries']['ref']['qemu_version'], st['reps'],
                 st['doorbell_count'], st['polling_count']), '']
     if summ.get('doorbell') or summ.get('polling') or summ.get('host_floor'):

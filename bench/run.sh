@@ -7,6 +7,7 @@
 #   BENCH_SCENARIOS=".." subset of: doorbell polling bandwidth join host
 #   BENCH_OUT=DIR       output directory (default out/bench/<UTC time>)
 #   BENCH_SAVE=1        also copy the results to bench/results/<date>.*
+#   BENCH_BREAKDOWN=1   also trace where a doorbell round trip goes
 #   QEMU_BUILD / QEMU_WORK  our build (default out/qemu/build)
 #   REF_QEMU, REF_SERVER    override the reference binaries
 set -euo pipefail
@@ -47,6 +48,15 @@ echo "bench: results in $out (load $(cut -d' ' -f1 /proc/loadavg))" >&2
     "$bin/qemu-ref" "$ref_server" "$bin/server-join" "$bin/host-floor"
 /usr/bin/python3 "$top/bench/report.py" "$out"
 
+# The traced breakdown of a doorbell round trip (bench/BREAKDOWN.md).
+if [ "${BENCH_BREAKDOWN:-0}" = 1 ]; then
+    /usr/bin/python3 "$top/bench/breakdown.py" "$out/breakdown" \
+        "$bin/qemu-ours" "$ours_server" "$bin/qemu-ref" "$ref_server" \
+        "${BENCH_BREAKDOWN_ROUNDS:-400}" "${BENCH_BREAKDOWN_REPS:-3}" \
+        > "$out/breakdown.md"
+    cat "$out/breakdown.md"
+fi
+
 if [ "${BENCH_SAVE:-0}" = 1 ]; then
     res=$top/bench/results
     day=$(date -u +%Y-%m-%d)
@@ -54,7 +64,13 @@ if [ "${BENCH_SAVE:-0}" = 1 ]; then
     cp "$out/results.md" "$res/$day.md"
     cp "$out/summary.json" "$res/$day.json"
     for p in rtt join; do
-        [ -f "$out/$p.png" ] && cp "$out/$p.png" "$res/$day-$p.png"
+        if [ -f "$out/$p.png" ]; then
+            cp "$out/$p.png" "$res/$day-$p.png"
+        fi
     done
+    if [ -f "$out/breakdown.md" ]; then
+        cp "$out/breakdown.md" "$res/$day-breakdown.md"
+        cp "$out/breakdown/breakdown.json" "$res/$day-breakdown.json"
+    fi
     echo "bench: saved $res/$day.{md,json} and plots" >&2
 fi

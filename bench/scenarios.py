@@ -214,12 +214,13 @@ def joins(binary, servers, peers_list, vectors_list, reps, big_reps, stall):
     return res
 
 
-def sustained(binary, server, vectors, start, cap, stall):
-    """Largest peer count that joins completely: doubling, then bisection
-    to 5 %.  Returns {'peers': N, 'capped': bool, 'first_fail': M}."""
-    ok, bad = 0, None
-    n = start
-    while n <= cap:
+def sustained(binary, server, vectors, start, cap, stall, ok=0, bad=None):
+    """Largest peer count that joins completely: doubling from START (or
+    from OK, a count already seen to work), then bisection to 5 % below
+    BAD (a count seen to fail, if any).
+    Returns {'peers': N, 'capped': bool, 'first_fail': M}."""
+    n = max(start, 2 * ok) if bad is None else None
+    while n is not None and n <= cap:
         r = join_once(binary, server, n, vectors, stall)
         log('sustain -n %d %d peers: %s' % (vectors, n, 'ok' if r['ok']
                                            else 'FAIL ' + r['error']))
