@@ -12,6 +12,7 @@ log file that is shown when something fails.
 import array
 import atexit
 import ctypes
+import hashlib
 import mmap
 import os
 import re
@@ -398,8 +399,10 @@ def probe_accel(image):
         boot_id = open('/proc/sys/kernel/random/boot_id').read().strip()
     except OSError:
         boot_id = 'unknown'
-    stamp = os.path.join(CACHE, 'kvm-probe')
-    key = '%s %s' % (boot_id, qemu_binary())
+    binary = qemu_binary()
+    stamp = os.path.join(CACHE, 'kvm-probe-' + hashlib.sha1(
+        binary.encode()).hexdigest()[:12])
+    key = '%s %s' % (boot_id, binary)
     try:
         cached_key, result = open(stamp).read().rsplit(' ', 1)
         if cached_key == key:

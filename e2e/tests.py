@@ -174,7 +174,20 @@ def test_doorbell1(s):
 
 
 def test_doorbell4(s):
-    doorbell(s, 4)
+    srv, a, b, ia, ib = doorbell(s, 4)
+    bdf = os.path.basename(find_bdf(a))
+    out = a.run('ivshmem-guest wait 30000 > /tmp/w 2>&1 & sleep 1; '
+                'echo %s > /sys/bus/pci/drivers/ivshmem/unbind; wait $!; '
+                'echo "rc=$?"; cat /tmp/w; ls /dev | grep -c ivshmem'
+                % bdf, 60, check=False)[1]
+    check('rc=1' in out and 'device gone' in out and out.endswith('0'),
+          'driver unbind wakes a blocked reader with an error, removes '
+          '/dev/ivshmem0', out)
+    a.run('echo %s > /sys/bus/pci/drivers/ivshmem/bind' % bdf)
+    r = ping_pong(a, b, 100)
+    check(a.info()['irq'] == 'msix' and r['ok'],
+          'driver rebind: MSI-X again, 100 round trips',
+          '' if r['ok'] else r['text'])
 
 
 def test_legacy_shm(s):
