@@ -186,6 +186,8 @@ static int ivshmem_mmap(struct file *filp, struct vm_area_struct *vma)
 	struct ivshmem_dev *idev = ((struct ivshmem_file *)
 				    filp->private_data)->idev;
 
+	if (!READ_ONCE(idev->pdev))
+		return -ENODEV;
 	/* Uncached, like sysfs resource2: stores are visible at once. */
 	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
 	return vm_iomap_memory(vma, idev->shm_start, idev->shm_size);
@@ -320,6 +322,23 @@ static int ivshmem_setup_intx(struct ivshmem_dev *idev)
 	return 0;
 }
 
+static void ivshmem_free_irqs(struct ivshmem_dev *idev)
+{
+	struct pci_dev *pdev = idev->pdev;
+	unsigned int i;
+
+	if (idev->irq_mode == IVSHMEM_IRQ_INTX) {
+		writel(0, idev->regs + REG_INTR_MASK);
+		devm_free_irq(&pdev->dev, pdev->irq, idev);
+	} else if (idev->irq_mode == IVSHMEM_IRQ_MSIX) {
+		for (i = 0; i < idev->nvectors; i++)
+			devm_free_irq(&pdev->dev, pci_irq_vector(pdev, i),
+				      &idev->vec[i]);
+		pci_free_irq_vectors(pdev);
+	}
+	idev->irq_mode = IVSHMEM_IRQ_NONE;
+}
+
 static void ivshmem_setup_irq(struct ivshmem_dev *idev)
 {
 	/* Only doorbell-capable devices have BAR1 (the MSI-X table). */
@@ -391,8 +410,7 @@ static int ivshmem_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	return 0;
 
 err_put:
-	if (idev->irq_mode == IVSHMEM_IRQ_MSIX)
-		pci_free_irq_vectors(pdev);
+	ivshmem_free_irqs(idev);
 	kref_put(&idev->ref, ivshmem_release_dev);
 	return ret;
 }
@@ -404,17 +422,7 @@ static void ivshmem_remove(struct pci_dev *pdev)
 
 	device_destroy(ivshmem_class, MKDEV(MAJOR(ivshmem_devt), idev->minor));
 	cdev_del(&idev->cdev);
-	if (idev->irq_mode == IVSHMEM_IRQ_INTX)
-		writel(0, idev->regs + REG_INTR_MASK);
-	for (i = 0; i < idev->nvectors; i++) {
-		int irq = idev->irq_mode == IVSHMEM_IRQ_MSIX ?
-			  pci_irq_vector(pdev, i) : pdev->irq;
-
-		devm_free_irq(&pdev->dev, irq, idev->irq_mode ==
-			      IVSHMEM_IRQ_MSIX ? (void *)&idev->vec[i] : idev);
-	}
-	if (idev->irq_mode == IVSHMEM_IRQ_MSIX)
-		pci_free_irq_vectors(pdev);
+	ivshmem_free_irqs(idev);
 	mutex_lock(&idev->lock);
 	WRITE_ONCE(idev->pdev, NULL);
 	mutex_unlock(&idev->lock);
