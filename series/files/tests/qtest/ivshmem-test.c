@@ -1845,23 +1845,33 @@ static void test_migrate_peer_blocked(void)
 
 /* KVM: irqfd set-up and teardown (these hosts cannot run a guest) */
 
+/* Skips the running test unless QEMU can use /dev/kvm here. */
+static bool kvm_usable(void)
+{
+    int fd = open("/dev/kvm", O_RDWR);
+
+    if (fd < 0) {
+        g_test_skip("/dev/kvm is not usable");
+        return false;
+    }
+    close(fd);
+    if (!qtest_has_accel("kvm")) {
+        g_test_skip("KVM support not built in");
+        return false;
+    }
+    return true;
+}
+
 static void test_kvm_irqfd(void)
 {
     FakeServer *srv;
     Guest *g;
-    int fd = open("/dev/kvm", O_RDWR);
     int local, id, fds;
     QTestState *qts;
     QDict *resp;
     bool kvm;
 
-    if (fd < 0) {
-        g_test_skip("/dev/kvm is not usable");
-        return;
-    }
-    close(fd);
-    if (!qtest_has_accel("kvm")) {
-        g_test_skip("KVM support not built in");
+    if (!kvm_usable()) {
         return;
     }
     srv = server_start(1 * MiB, 2, 0);
@@ -1911,19 +1921,12 @@ static void test_kvm_restart(void)
 {
     FakeServer *srv;
     g_autofree char *path = NULL;
-    int fd = open("/dev/kvm", O_RDWR);
     int shm, fds;
     QDict *resp;
     Guest *g;
     bool kvm;
 
-    if (fd < 0) {
-        g_test_skip("/dev/kvm is not usable");
-        return;
-    }
-    close(fd);
-    if (!qtest_has_accel("kvm")) {
-        g_test_skip("KVM support not built in");
+    if (!kvm_usable()) {
         return;
     }
     srv = server_start(1 * MiB, 2, 0);
