@@ -59,9 +59,16 @@ for suite in "$top"/tests/suites/*; do
         tail -20 "$logs/$name.log" | sed 's/^/#   /'
         f=1
     fi
-    if [ -n "$san_logs" ] && ls "$san_logs/$name".* > /dev/null 2>&1; then
-        echo "not ok - suite $name: sanitizer reports in $san_logs/$name.*"
-        grep -h -m3 -E 'ERROR: |runtime error|SUMMARY' "$san_logs/$name".* |
+    # (files with only warnings, e.g. ASan's about QEMU's coroutines,
+    # are not reports)
+    reports=()
+    if [ -n "$san_logs" ]; then
+        mapfile -t reports < <(grep -l -E 'ERROR: [A-Za-z]*Sanitizer|runtime error:' \
+                               "$san_logs/$name".* 2> /dev/null)
+    fi
+    if [ ${#reports[@]} -gt 0 ]; then
+        echo "not ok - suite $name: ${#reports[@]} sanitizer report(s): ${reports[*]}"
+        grep -h -m3 -E 'ERROR: |runtime error|SUMMARY' "${reports[@]}" |
             head -20 | sed 's/^/#   /'
         f=$((f + 1))
     fi

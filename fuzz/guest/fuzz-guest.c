@@ -13,7 +13,8 @@
  * shared memory (checked through P and through the harness's own
  * mapping), and (every 8th input) a doorbell rung by P arrives as an
  * MSI-X write in T.
- * A QEMU that dies or stops answering for 10 s aborts the harness.
+ * A QEMU that dies or stops answering for 30 s aborts the harness (with
+ * its threads' stacks, when gdb is installed).
  *
  * Op: one byte, then operands.
  *   bit 7 clear: access. bits 0-1 region (config, BAR0, BAR1, BAR2),
@@ -48,7 +49,7 @@
 #define SHM_SIZE        (1 << 20)
 #define VECTORS         4
 #define MAX_OPS         512
-#define REPLY_TIMEOUT   10000   /* ms */
+#define REPLY_TIMEOUT   30000   /* ms (ASan builds on a loaded machine) */
 #define MSI_BASE        0x10000 /* guest RAM where MSI-X writes land */
 #define BAR0_BASE       0xfeb00000u
 #define BAR1_BASE       0xfeb80000u
@@ -118,6 +119,17 @@ static void dump_logs(void)
     dump_file("server", server_log);
 }
 
+static void dump_stacks(pid_t pid)
+{
+    char cmd[160];
+
+    snprintf(cmd, sizeof(cmd), "command -v gdb > /dev/null && gdb -q -batch "
+             "-p %d -ex 'thread apply all bt' >&2 2>&1", (int)pid);
+    if (system(cmd)) {
+        /* no gdb: no stacks */
+    }
+}
+
 static void check_alive(pid_t pid, const char *what)
 {
     int status;
@@ -180,6 +192,7 @@ static uint64_t qtest_cmd(Machine *q, const char *fmt, ...)
             check_alive(q->pid, q->name);
             fprintf(stderr, "fuzz-guest: %s: no reply to '%.*s'\n", q->name,
                     n - 1, cmd);
+            dump_stacks(q->pid);
             CHECK(!"QEMU hangs");
         }
         r = read(q->fd, q->buf + q->len, sizeof(q->buf) - q->len);
