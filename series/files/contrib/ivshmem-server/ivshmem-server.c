@@ -315,8 +315,7 @@ static void accept_clients(IvshmemServer *s)
 
         if (sock >= 0) {
             server_debug("accepted connection (fd %d)", sock);
-            join_peer(s, sock);
-            reap_doomed_peers(s);
+            join_peer(s, sock);     /* doomed peers are reaped later */
             continue;
         }
         if (errno == EINTR || errno == ECONNABORTED) {
