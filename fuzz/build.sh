@@ -17,7 +17,9 @@ if ! command -v "$cc" > /dev/null ||
    ! ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
         > /dev/null 2>&1; then
     echo "fuzz: installing clang-14 and its libFuzzer runtime" >&2
-    apt-get install -y -q clang-14 libclang-rt-14-dev > /dev/null
+    apt-get install -y -q clang-14 libclang-rt-14-dev > /dev/null ||
+        { apt-get update -q > /dev/null &&
+          apt-get install -y -q clang-14 libclang-rt-14-dev > /dev/null; }
 fi
 test -f "$build/config-host.h" || {
     echo "fuzz: $build is not configured (run tools/build.sh)" >&2
