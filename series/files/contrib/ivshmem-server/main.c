@@ -17,15 +17,15 @@
 #define DEFAULT_SIZE    (4 * MiB)
 
 typedef struct ServerOptions {
-    const char *socket_path;
-    const char *shm_name;
-    const char *shm_dir;
-    const char *pidfile;
-    uint64_t size;
-    uint32_t nvectors;
-    size_t queue_limit;
-    bool foreground;
-    bool verbose;
+    bool foreground;            /* -F */
+    bool verbose;               /* -v */
+    const char *socket_path;    /* -S */
+    const char *pidfile;        /* -p */
+    const char *shm_name;       /* -M */
+    const char *shm_dir;        /* -m */
+    uint64_t size;              /* -l */
+    uint32_t nvectors;          /* -n */
+    size_t queue_limit;         /* -q */
 } ServerOptions;
 
 static void usage(FILE *out, const char *prog)

@@ -1285,19 +1285,21 @@ static const VMStateDescription ivshmem_vmstate = {
 
 static void ivshmem_common_class_init(ObjectClass *oc, void *data)
 {
+    PCIDeviceClass *pci = PCI_DEVICE_CLASS(oc);
     DeviceClass *dc = DEVICE_CLASS(oc);
-    PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
 
-    k->realize = ivshmem_realize;
-    k->exit = ivshmem_unrealize;
-    k->vendor_id = IVSHMEM_VENDOR_ID;
-    k->device_id = IVSHMEM_DEVICE_ID;
-    k->subsystem_vendor_id = IVSHMEM_SUBSYS_VENDOR;
-    k->subsystem_id = IVSHMEM_SUBSYS_ID;
-    k->class_id = PCI_CLASS_MEMORY_RAM;
-    device_class_set_legacy_reset(dc, ivshmem_reset);
-    dc->vmsd = &ivshmem_vmstate;
+    /* The guest-visible identity (docs/specs/ivshmem-spec.rst) */
+    pci->class_id = PCI_CLASS_MEMORY_RAM;
+    pci->vendor_id = IVSHMEM_VENDOR_ID;
+    pci->subsystem_vendor_id = IVSHMEM_SUBSYS_VENDOR;
+    pci->device_id = IVSHMEM_DEVICE_ID;
+    pci->subsystem_id = IVSHMEM_SUBSYS_ID;
+
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+    dc->vmsd = &ivshmem_vmstate;
+    device_class_set_legacy_reset(dc, ivshmem_reset);
+    pci->exit = ivshmem_unrealize;
+    pci->realize = ivshmem_realize;
 }
 
 static const char *const ivshmem_descr_master =
