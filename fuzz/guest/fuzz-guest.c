@@ -119,12 +119,16 @@ static void dump_logs(void)
     dump_file("server", server_log);
 }
 
+/* Where a silent QEMU is: its threads, its fds, its sockets' queues. */
 static void dump_stacks(pid_t pid)
 {
-    char cmd[160];
+    char cmd[320];
 
-    snprintf(cmd, sizeof(cmd), "command -v gdb > /dev/null && gdb -q -batch "
-             "-p %d -ex 'thread apply all bt' >&2 2>&1", (int)pid);
+    snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd >&2; "
+             "ss -xpn 2>/dev/null | grep 'pid=%d,' >&2; "
+             "command -v gdb > /dev/null && gdb -q -batch "
+             "-p %d -ex 'thread apply all bt' >&2 2>&1", (int)pid, (int)pid,
+             (int)pid);
     if (system(cmd)) {
         /* no gdb: no stacks */
     }
@@ -193,6 +197,12 @@ static uint64_t qtest_cmd(Machine *q, const char *fmt, ...)
             fprintf(stderr, "fuzz-guest: %s: no reply to '%.*s'\n", q->name,
                     n - 1, cmd);
             dump_stacks(q->pid);
+            /* a reply that only needed another nudge? */
+            if (send(q->fd, "\n", 1, MSG_NOSIGNAL) == 1 &&
+                poll(&pfd, 1, 1000) > 0) {
+                fprintf(stderr, "fuzz-guest: %s answered after a newline\n",
+                        q->name);
+            }
             CHECK(!"QEMU hangs");
         }
         r = read(q->fd, q->buf + q->len, sizeof(q->buf) - q->len);
