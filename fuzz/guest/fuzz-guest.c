@@ -147,6 +147,31 @@ static void check_alive(pid_t pid, const char *what)
     }
 }
 
+/*
+ * poll() that a signal does not cut short: libFuzzer's SIGALRM (its
+ * -timeout watchdog) fires every timeout/2 seconds, and an EINTR taken
+ * for a silent QEMU made false "QEMU hangs" findings.
+ */
+static int poll_retrying(struct pollfd *pfd, int timeout_ms)
+{
+    struct timespec t0, t;
+    int r, left = timeout_ms;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        r = poll(pfd, 1, left);
+        if (r >= 0 || errno != EINTR) {
+            return r;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left = timeout_ms - ((t.tv_sec - t0.tv_sec) * 1000 +
+                             (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0) {
+            return 0;
+        }
+    }
+}
+
 /* Send one qtest command and return the value of its "OK [value]" reply. */
 static uint64_t qtest_cmd(Machine *q, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -192,7 +217,7 @@ static uint64_t qtest_cmd(Machine *q, const char *fmt, ...)
             q->len -= linelen;
             return v;
         }
-        if (poll(&pfd, 1, REPLY_TIMEOUT) <= 0) {
+        if (poll_retrying(&pfd, REPLY_TIMEOUT) <= 0) {
             check_alive(q->pid, q->name);
             fprintf(stderr, "fuzz-guest: %s: no reply to '%.*s'\n", q->name,
                     n - 1, cmd);

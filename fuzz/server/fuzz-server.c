@@ -176,7 +176,7 @@ static void drain(Client *c, int timeout_ms)
 {
     struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 
-    while (c->fd >= 0 && !c->eof && poll(&pfd, 1, timeout_ms) > 0) {
+    while (c->fd >= 0 && !c->eof) {
         char cbuf[CMSG_SPACE(sizeof(int) * 16)];
         struct iovec iov = {
             c->partial + c->npartial, MSG_SIZE - c->npartial
@@ -188,7 +188,14 @@ static void drain(Client *c, int timeout_ms)
         struct cmsghdr *cm;
         int fds[16], nfds = 0, i;
         ssize_t n;
+        int ready = poll(&pfd, 1, timeout_ms);
 
+        if (ready < 0 && errno == EINTR) {
+            continue;           /* libFuzzer's SIGALRM watchdog */
+        }
+        if (ready <= 0) {
+            break;
+        }
         timeout_ms = 0;
         n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
