@@ -7,7 +7,8 @@
  * <fds loaded> <server CPU seconds>" or "FAIL <why>".
  * Usage: server-join SERVER PEERS VECTORS [STALL_SECONDS]
  * STALL_SECONDS (default 120): give up when no client has received
- * anything for that long (a stalled server), and after 10 times that.
+ * anything for that long (a stalled server), and after 10 times that or
+ * 30 minutes, whichever is longer.  Clients read while others connect.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -178,6 +179,39 @@ static bool client_read(Client *c)
     }
 }
 
+#define EVENTS 256
+
+/*
+ * Read up to EVENTS clients with something to read, waiting up to
+ * TIMEOUT_MS; returns how many, or -1 (after printing why) when the
+ * server closed a client.
+ */
+static int drain(int ep, Client *cl, int timeout_ms, int *complete,
+                 double *last_progress)
+{
+    struct epoll_event evs[EVENTS];
+    int n = epoll_wait(ep, evs, EVENTS, timeout_ms), j;
+
+    for (j = 0; j < n; j++) {
+        Client *c = &cl[evs[j].data.u32];
+        bool was = c->msgs >= c->want;
+        long before = c->msgs;
+
+        if (!client_read(c)) {
+            printf("FAIL server closed client %u after %ld messages\n",
+                   evs[j].data.u32, c->msgs);
+            return -1;
+        }
+        if (!was && c->msgs >= c->want) {
+            (*complete)++;
+        }
+        if (c->msgs != before) {
+            *last_progress = now();
+        }
+    }
+    return n;
+}
+
 static int connect_to(const char *path)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -198,7 +232,7 @@ int main(int argc, char **argv)
     struct rlimit rl;
     struct stat st;
     pid_t pid;
-    int peers, nvec, i, ep, complete = 0, status;
+    int peers, nvec, i, n, ep, complete = 0, status;
     long rss0, fds0, rss1, fds1;
     double t0, t1, deadline, cpu0, stall = 120, last_progress;
 
@@ -244,6 +278,8 @@ int main(int argc, char **argv)
 
     ep = epoll_create1(0);
     t0 = now();
+    last_progress = t0;
+    /* like real peers, clients read what they get while others join */
     for (i = 0; i < peers; i++) {
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
 
@@ -255,30 +291,19 @@ int main(int argc, char **argv)
         /* version, ID, shm, everyone's vectors; then later joiners' */
         cl[i].want = 3 + (long)peers * nvec;
         epoll_ctl(ep, EPOLL_CTL_ADD, cl[i].sock, &ev);
+        do {
+            n = drain(ep, cl, 0, &complete, &last_progress);
+            if (n < 0) {
+                goto out;
+            }
+        } while (n == EVENTS);
     }
-    deadline = now() + 10 * stall;
+    deadline = now() + (stall * 10 > 1800 ? stall * 10 : 1800);
     last_progress = now();
     while (complete < peers && now() < deadline &&
            now() - last_progress < stall) {
-        struct epoll_event evs[256];
-        int n = epoll_wait(ep, evs, 256, 1000), j;
-
-        for (j = 0; j < n; j++) {
-            Client *c = &cl[evs[j].data.u32];
-            bool was = c->msgs >= c->want;
-            long before = c->msgs;
-
-            if (!client_read(c)) {
-                printf("FAIL server closed client %u after %ld messages\n",
-                       evs[j].data.u32, c->msgs);
-                goto out;
-            }
-            if (!was && c->msgs >= c->want) {
-                complete++;
-            }
-            if (c->msgs != before) {
-                last_progress = now();
-            }
+        if (drain(ep, cl, 1000, &complete, &last_progress) < 0) {
+            goto out;
         }
         if (waitpid(pid, &status, WNOHANG) == pid) {
             printf("FAIL server died (status 0x%x) with %d/%d complete\n",
