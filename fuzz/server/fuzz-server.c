@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -144,6 +145,10 @@ static void check_message(Client *c, int64_t value, int fd)
 {
     struct stat st;
 
+    if (getenv("FUZZ_SERVER_TRACE")) {
+        fprintf(stderr, "fuzz-server: client %d message %u: %" PRId64
+                " fd %d\n", c->fd, c->nmsgs, value, fd);
+    }
     switch (c->nmsgs) {
     case 0:
         CHECK(value == 0 && fd < 0);
