@@ -39,6 +39,7 @@ static int test_count;
 static int failures;
 static int serial;
 static bool hush;               /* failures are expected: fewer diags */
+static bool sanitized;          /* SANITIZE=1: the server is an ASan build */
 
 /* ---- TAP ---- */
 
@@ -709,8 +710,15 @@ static void test_join_leave_flat(void)
     check(good, "1000 join/leave cycles with -n 4 all correct");
     check(fds1000 == fds100, "server fds flat: %ld after 100 cycles, "
           "%ld after 1000", fds100, fds1000);
-    check(rss1000 - rss100 <= 128, "server RSS flat: %ld KiB after 100 "
-          "cycles, %ld KiB after 1000", rss100, rss1000);
+    if (sanitized) {
+        /* ASan's quarantine holds freed memory; LeakSanitizer checks. */
+        printf("ok %d - server RSS flat # SKIP ASan build: %ld KiB after "
+               "100 cycles, %ld KiB after 1000; leaks are LeakSanitizer's "
+               "to report at exit\n", ++test_count, rss100, rss1000);
+    } else {
+        check(rss1000 - rss100 <= 128, "server RSS flat: %ld KiB after 100 "
+              "cycles, %ld KiB after 1000", rss100, rss1000);
+    }
     peer_close(&a);
     server_stop(&s);
 }
@@ -1367,6 +1375,7 @@ int main(int argc, char **argv)
     }
     server_bin = argv[1];
     client_bin = argv[2];
+    sanitized = getenv("SANITIZE") && !strcmp(getenv("SANITIZE"), "1");
     signal(SIGPIPE, SIG_IGN);
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/ivsrv-test.XXXXXX");
     if (!mkdtemp(tmpdir)) {
