@@ -12,7 +12,12 @@
  * counts as stuck and is dropped.  A join costs the others N messages, a
  * leave one; the kernel socket buffer holds a few hundred more.
  */
-#define IVSHMEM_SERVER_DEFAULT_QUEUE_LIMIT 4096
+/*
+ * Default bound on a client's unread messages, per vector: a client that
+ * keeps reading while 16384 peers join at once is never dropped, and one
+ * that never reads costs at most 256 KiB per vector.
+ */
+#define IVSHMEM_SERVER_QUEUE_PER_VECTOR 16384
 
 typedef struct IvshmemServerPeer {
     uint16_t id;

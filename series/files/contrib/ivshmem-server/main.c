@@ -53,7 +53,8 @@ static void usage(FILE *out, const char *prog)
 "  -F, --foreground        stay in the foreground, log to stderr\n"
 "                          (default: become a daemon, log to syslog)\n"
 "  -q, --queue-limit N     messages a client may leave unread beyond its\n"
-"                          setup before it is dropped (default %d)\n"
+"                          setup before it is dropped (default %d per\n"
+"                          vector)\n"
 "  -v, --verbose           log more detail\n"
 "  -h, --help              show this help\n"
 "\n"
@@ -62,7 +63,7 @@ static void usage(FILE *out, const char *prog)
 "Logs: one line per peer joining or leaving, with its ID and vectors.\n"
 "SIGTERM/SIGINT remove the socket, the pidfile and the shared memory\n"
 "object if this server created it.\n",
-            prog, IVSHMEM_SERVER_DEFAULT_QUEUE_LIMIT);
+            prog, IVSHMEM_SERVER_QUEUE_PER_VECTOR);
 }
 
 static bool parse_size(const char *arg, uint64_t *size, Error **errp)
@@ -112,7 +113,6 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         .socket_path = DEFAULT_SOCKET,
         .size = DEFAULT_SIZE,
         .nvectors = 1,
-        .queue_limit = IVSHMEM_SERVER_DEFAULT_QUEUE_LIMIT,
     };
     while ((c = getopt_long(argc, argv, "S:M:m:l:n:p:Fq:vh",
                             longopts, NULL)) != -1) {
@@ -347,6 +347,9 @@ int main(int argc, char **argv)
 
     if (!parse_options(argc, argv, &o, &err)) {
         die(prog, err);
+    }
+    if (!o.queue_limit) {
+        o.queue_limit = (size_t)IVSHMEM_SERVER_QUEUE_PER_VECTOR * o.nvectors;
     }
     /* Absolute, so that clean-up works after the daemon's chdir("/"). */
     socket_path = g_canonicalize_filename(o.socket_path, NULL);
