@@ -64,24 +64,36 @@ static long count_fds(pid_t pid)
 }
 
 /* CPU seconds (user + system) the server has used */
-static double cpu_seconds(pid_t pid)
+/* Read /proc/PID/NAME into buf (NUL-terminated); false if unreadable. */
+static bool read_proc(pid_t pid, const char *name, char *buf, size_t size)
 {
-    char path[64], buf[1024];
-    unsigned long ut = 0, st = 0;
-    int fd;
+    char path[64];
     ssize_t n;
-    char *p;
+    int fd;
 
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    snprintf(path, sizeof(path), "/proc/%d/%s", pid, name);
     fd = open(path, O_RDONLY);
-    n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0) {
-        close(fd);
+    if (fd < 0) {
+        return false;
     }
+    n = read(fd, buf, size - 1);
+    close(fd);
     if (n <= 0) {
-        return -1;
+        return false;
     }
     buf[n] = 0;
+    return true;
+}
+
+static double cpu_seconds(pid_t pid)
+{
+    char buf[1024];
+    unsigned long ut = 0, st = 0;
+    char *p;
+
+    if (!read_proc(pid, "stat", buf, sizeof(buf))) {
+        return -1;
+    }
     p = strrchr(buf, ')');
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
                      "%lu %lu", &ut, &st) != 2) {
@@ -92,21 +104,12 @@ static double cpu_seconds(pid_t pid)
 
 static long rss_kib(pid_t pid)
 {
-    char path[64], buf[4096];
-    int fd;
-    ssize_t n;
+    char buf[4096];
     char *p;
 
-    snprintf(path, sizeof(path), "/proc/%d/status", pid);
-    fd = open(path, O_RDONLY);
-    n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (n <= 0) {
+    if (!read_proc(pid, "status", buf, sizeof(buf))) {
         return -1;
     }
-    buf[n] = 0;
     p = strstr(buf, "VmRSS:");
     return p ? strtol(p + 6, NULL, 10) : -1;
 }
