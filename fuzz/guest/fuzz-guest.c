@@ -61,8 +61,7 @@
         if (!(cond)) {                                                  \
             fprintf(stderr, "fuzz-guest: %s:%d: check failed: %s\n",    \
                     __FILE__, __LINE__, #cond);                         \
-            dump_logs();                                                \
-            abort();                                                    \
+            fail();                                                     \
         }                                                               \
     } while (0)
 
@@ -95,6 +94,8 @@ static Device peer_dev = { .slot = 4, .has_bar1 = true, .on_server = true };
 static pid_t server_pid;
 static char dir[64], server_log[160];
 static uint32_t check_round;
+
+static void fail(void);
 
 static void dump_file(const char *what, const char *path)
 {
@@ -142,8 +143,7 @@ static void check_alive(pid_t pid, const char *what)
         fprintf(stderr, "fuzz-guest: %s died: %s %d\n", what,
                 WIFSIGNALED(status) ? "signal" : "exit status",
                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-        dump_logs();
-        abort();
+        fail();
     }
 }
 
@@ -392,14 +392,15 @@ static void *map_shm(const char *path)
 
 static void stop_all(void)
 {
-    pid_t pids[3] = { qt.pid, qp.pid, server_pid };
+    pid_t *pids[3] = { &qt.pid, &qp.pid, &server_pid };
     char cmd[96];
     int i;
 
     for (i = 0; i < 3; i++) {
-        if (pids[i] > 0) {
-            kill(pids[i], SIGKILL);
-            waitpid(pids[i], NULL, 0);
+        if (*pids[i] > 0) {
+            kill(*pids[i], SIGKILL);
+            waitpid(*pids[i], NULL, 0);
+            *pids[i] = 0;
         }
     }
     if (dir[0]) {
@@ -409,6 +410,14 @@ static void stop_all(void)
             /* nothing to do */
         }
     }
+}
+
+/* A finding: show the logs, leave nothing behind, abort. */
+static void fail(void)
+{
+    dump_logs();
+    stop_all();
+    abort();
 }
 
 /* P rings T's doorbell device on @vector: T writes the MSI-X message. */

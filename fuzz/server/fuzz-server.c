@@ -47,8 +47,7 @@
         if (!(cond)) {                                                  \
             fprintf(stderr, "fuzz-server: %s:%d: check failed: %s\n",   \
                     __FILE__, __LINE__, #cond);                         \
-            dump_server_log();                                          \
-            abort();                                                    \
+            fail();                                                     \
         }                                                               \
     } while (0)
 
@@ -67,6 +66,8 @@ static char log_path[128];
 static int server_fds_baseline;
 static Client clients[SLOTS];
 
+static void stop_server(void);
+
 static void dump_server_log(void)
 {
     char line[512];
@@ -82,6 +83,14 @@ static void dump_server_log(void)
     fclose(f);
 }
 
+/* A finding: show the server's log, leave nothing behind, abort. */
+static void fail(void)
+{
+    dump_server_log();
+    stop_server();
+    abort();
+}
+
 static void check_server_alive(void)
 {
     int status;
@@ -91,8 +100,8 @@ static void check_server_alive(void)
         fprintf(stderr, "fuzz-server: server died: %s %d\n",
                 WIFSIGNALED(status) ? "signal" : "exit status",
                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-        dump_server_log();
-        abort();
+        server_pid = 0;
+        fail();
     }
 }
 
@@ -341,6 +350,7 @@ static void stop_server(void)
     }
     unlink(sock_path);
     shm_unlink(shm_name);
+    unlink(log_path);           /* shown already if anything failed */
 }
 
 static void start_server(void)
