@@ -14,7 +14,7 @@ PKGS="build-essential pkg-config ninja-build libglib2.0-dev libpixman-1-dev
 libfdt-dev zlib1g-dev flex bison python3-venv python3-setuptools
 seabios ipxe-qemu qemu-system-data ccache xz-utils dpkg-dev git
 busybox-static cpio gzip bc python3-sphinx clang-14 libclang-rt-14-dev
-libelf1 libssl3"
+libelf1 libssl3 valgrind"
 
 missing() {
     local p
