@@ -242,12 +242,14 @@ static int server_stop(Server *s)
     return status;
 }
 
-static long count_fds(pid_t pid)
+/* Open fds of @pid whose link target starts with @kind (NULL: all) */
+static long count_fds_of(pid_t pid, const char *kind)
 {
-    char path[64];
+    char path[64], link[340], target[256];
     DIR *d;
     struct dirent *e;
     long n = 0;
+    ssize_t len;
 
     snprintf(path, sizeof(path), "/proc/%d/fd", pid);
     d = opendir(path);
@@ -255,10 +257,21 @@ static long count_fds(pid_t pid)
         return -1;
     }
     while ((e = readdir(d))) {
-        n += e->d_name[0] != '.';
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+        len = readlink(link, target, sizeof(target) - 1);
+        target[len > 0 ? len : 0] = 0;
+        n += !kind || !strncmp(target, kind, strlen(kind));
     }
     closedir(d);
     return n;
+}
+
+static long count_fds(pid_t pid)
+{
+    return count_fds_of(pid, NULL);
 }
 
 static long rss_kib(pid_t pid)
@@ -748,6 +761,7 @@ static void test_many_peers(void)
     struct rlimit rl;
     bool good = true;
     double t0, t1;
+    long base_fds, base_sockets, base_eventfds, fds, sockets, eventfds;
     int i;
 
     getrlimit(RLIMIT_NOFILE, &rl);
@@ -762,6 +776,9 @@ static void test_many_peers(void)
         check(false, "server starts");
         return;
     }
+    base_fds = count_fds(s.pid);
+    base_sockets = count_fds_of(s.pid, "socket:");
+    base_eventfds = count_fds_of(s.pid, "anon_inode:[eventfd]");
     t0 = now();
     for (i = 0; good && i < N; i++) {
         good = peer_join(&p[i], s.sock, 1) && p[i].id == i &&
@@ -787,8 +804,15 @@ static void test_many_peers(void)
           "and every later join", N);
     diag("%d peers joined in %.2f s; server has %ld fds, RSS %ld KiB",
          N, t1 - t0, count_fds(s.pid), rss_kib(s.pid));
-    check(count_fds(s.pid) >= 2 * N, "server holds a socket and an eventfd "
-          "per peer (%ld fds)", count_fds(s.pid));
+    fds = count_fds(s.pid);
+    sockets = count_fds_of(s.pid, "socket:");
+    eventfds = count_fds_of(s.pid, "anon_inode:[eventfd]");
+    check(fds == base_fds + 2 * N && sockets == base_sockets + N &&
+          eventfds == base_eventfds + N,
+          "server holds exactly one socket and one eventfd per peer "
+          "(%ld fds with no peer; with %d: %ld fds, %+ld sockets, "
+          "%+ld eventfds)", base_fds, N, fds, sockets - base_sockets,
+          eventfds - base_eventfds);
     for (i = 0; i < N; i++) {
         peer_close(&p[i]);
     }
@@ -1005,6 +1029,8 @@ static void test_sigterm_cleanup(void)
               "SIGTERM with a peer connected: exit 0, socket, pidfile and "
               "the shm object it created are removed");
         peer_close(&p);
+    } else {
+        check(false, "server starts with -p PIDFILE");
     }
 
     /* an object it did not create stays */
@@ -1021,6 +1047,8 @@ static void test_sigterm_cleanup(void)
         check(good && WIFEXITED(status) && shm_exists(name),
               "an existing shm object of the right size is used, and kept "
               "on SIGINT");
+    } else {
+        check(false, "server starts on an existing shm object (%s)", name);
     }
     if (fd >= 0) {
         close(fd);
@@ -1105,6 +1133,8 @@ static void test_socket_path(void)
               "the first server still serves (the probe cost ID 0)");
         peer_close(&p);
         server_stop(&s);
+    } else {
+        check(false, "server starts");
     }
 
     /* a socket file nobody listens on */
@@ -1171,6 +1201,8 @@ static void test_shm_dir(void)
               ")", want);
         peer_close(&p);
         server_stop(&s);
+    } else {
+        check(false, "server starts with -m DIR -l 1K");
     }
 }
 
