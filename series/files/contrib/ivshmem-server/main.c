@@ -8,6 +8,7 @@
 #include "qapi/error.h"
 #include "qemu/cutils.h"
 #include "qemu/host-utils.h"
+#include "qemu/rcu.h"
 #include "qemu/units.h"
 #include "shm.h"
 #include "ivshmem-server.h"
@@ -260,6 +261,24 @@ static int open_listen_socket(const char *path, Error **errp)
 }
 
 /*
+ * fork() copies only the calling thread: a lock that another thread holds
+ * at that moment stays locked forever in the child.  QEMU's util/rcu.c
+ * starts its call_rcu thread from a constructor, before main(), and by
+ * default starts a new one in every child from a pthread_atfork() handler,
+ * and GCC 12's libasan does not lock its allocator around fork().  So a
+ * daemon forked while such a thread was starting could inherit a held
+ * allocator lock, and hang in LeakSanitizer's check at exit.  The server
+ * queues no RCU callbacks: its children get no call_rcu thread, and the
+ * parent forks only once its own has run a callback, after which that
+ * thread just sleeps and waits for the next one.
+ */
+static void quiesce_threads_for_fork(void)
+{
+    rcu_disable_atfork();
+    drain_call_rcu();
+}
+
+/*
  * Fork into the background.  The parent waits for the daemon to report
  * (through a pipe) that it is ready, so that its exit status tells
  * whether the server is serving.  Returns the pipe's write end.
@@ -270,6 +289,7 @@ static int daemonize_start(void)
     pid_t pid;
     char status = 1;
 
+    quiesce_threads_for_fork();
     if (pipe(fds) < 0) {
         perror("ivshmem-server: pipe");
         exit(1);
