@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -84,6 +85,55 @@ static double now(void)
 
 /* ---- processes ---- */
 
+/*
+ * Every process a test starts, and every daemon it learns of, until it is
+ * known to be gone: whatever path a test takes (a failed check, a hang,
+ * the runner's timeout), none of them outlives the suite.
+ */
+#define MAX_PROCS 64
+static volatile pid_t procs[MAX_PROCS];  /* volatile: read by a handler */
+
+static void track(pid_t pid)
+{
+    int i;
+
+    for (i = 0; i < MAX_PROCS; i++) {
+        if (!procs[i]) {
+            procs[i] = pid;
+            return;
+        }
+    }
+    fprintf(stderr, "server-test: more than %d processes\n", MAX_PROCS);
+    kill(pid, SIGKILL);
+    abort();
+}
+
+static void untrack(pid_t pid)
+{
+    int i;
+
+    for (i = 0; i < MAX_PROCS; i++) {
+        if (procs[i] == pid) {
+            procs[i] = 0;
+        }
+    }
+}
+
+/* SIGTERM (the runner's timeout), SIGINT, SIGHUP: kill them all first */
+static void kill_all_and_die(int sig)
+{
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    int i;
+
+    for (i = 0; i < MAX_PROCS; i++) {
+        if (procs[i] > 0) {
+            kill(procs[i], SIGKILL);
+        }
+    }
+    sigaction(sig, &dfl, NULL);
+    raise(sig);
+}
+
 typedef struct Server {
     pid_t pid;
     char sock[108];
@@ -99,6 +149,8 @@ static pid_t spawn(char **argv, const char *log, rlim_t nofile)
     if (pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
 
+        prctl(PR_SET_PDEATHSIG, SIGKILL);       /* even if we are killed */
+
         dup2(fd, 1);
         dup2(fd, 2);
         if (fd > 2) {
@@ -110,6 +162,9 @@ static pid_t spawn(char **argv, const char *log, rlim_t nofile)
         }
         execv(argv[0], argv);
         _exit(127);
+    }
+    if (pid > 0) {
+        track(pid);
     }
     return pid;
 }
@@ -148,12 +203,14 @@ static int wait_pid(pid_t pid, double secs)
 
     while (now() < end) {
         if (waitpid(pid, &status, WNOHANG) == pid) {
+            untrack(pid);
             return status;
         }
         usleep(5000);
     }
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
+    untrack(pid);
     return -1;
 }
 
@@ -196,6 +253,14 @@ static bool server_start_v(Server *s, rlim_t nofile, va_list ap)
     s->pid = spawn(argv, s->log, nofile);
     if (!wait_for_text(s->log, "listening on", 10)) {
         diag("server did not start: %s", slurp(s->log));
+        wait_pid(s->pid, 0);    /* kills it if it still runs */
+        s->pid = 0;
+        if (s->shm[0]) {
+            char path[80];
+
+            snprintf(path, sizeof(path), "/%s", s->shm);
+            shm_unlink(path);
+        }
         return false;
     }
     return true;
@@ -1008,6 +1073,107 @@ static bool shm_exists(const char *name)
     return access(path, F_OK) == 0;
 }
 
+/* Is @pid a server started with "-S @sock"?  (not a zombie) */
+static bool is_server_for(pid_t pid, const char *sock)
+{
+    static char cmd[4096];
+    char path[64], *arg, *end;
+    int fd;
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    fd = open(path, O_RDONLY);
+    n = fd >= 0 ? read(fd, cmd, sizeof(cmd) - 1) : -1;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (n <= 0 || strnlen(cmd, n) == (size_t)n || strcmp(cmd, server_bin)) {
+        return false;           /* gone, a zombie, or another program */
+    }
+    cmd[n] = 0;
+    end = cmd + n;
+    for (arg = cmd; arg < end; arg += strlen(arg) + 1) {
+        if (!strcmp(arg, sock)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The PID of the server on @sock that is not our child (a daemon): the
+ * one in @pidfile, else one found in /proc (a daemon that did not write
+ * its pidfile still has "-S @sock" in its command line); 0 if none.
+ */
+static pid_t find_server(const char *pidfile, const char *sock)
+{
+    pid_t pid = atoi(slurp(pidfile));
+    DIR *d;
+    struct dirent *e;
+
+    if (pid > 0 && is_server_for(pid, sock)) {
+        return pid;
+    }
+    pid = 0;
+    d = opendir("/proc");
+    while (d && !pid && (e = readdir(d))) {
+        if (atoi(e->d_name) > 0 && is_server_for(atoi(e->d_name), sock)) {
+            pid = atoi(e->d_name);
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    return pid;
+}
+
+/* Is @pid, not our child, gone (or a zombie nobody reaped yet)? */
+static bool gone(pid_t pid)
+{
+    char path[64], *stat, *paren;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    stat = slurp(path);
+    paren = strrchr(stat, ')');
+    return kill(pid, 0) != 0 || !paren || paren[1] == 0 || paren[2] == 'Z';
+}
+
+/* Wait up to @secs for @pid, not our child, to be gone. */
+static bool wait_gone(pid_t pid, double secs)
+{
+    double end = now() + secs;
+
+    while (!gone(pid)) {
+        if (now() > end) {
+            return false;
+        }
+        usleep(10000);
+    }
+    return true;
+}
+
+/* Say loudly where a hung process is: its threads' states and stacks. */
+static void dump_hung(pid_t pid)
+{
+    char cmd[256];
+
+    diag("process %d is still running; its threads:", pid);
+    fflush(stdout);
+    snprintf(cmd, sizeof(cmd), "cd /proc/%d/task && for t in *; do "
+             "echo \"# thread $t: state $(cut -d' ' -f3 $t/stat), "
+             "wchan $(cat $t/wchan)\"; done", pid);
+    if (system(cmd) != 0) {
+        diag("could not list its threads");
+    }
+    if (access("/usr/bin/gdb", X_OK) == 0) {
+        snprintf(cmd, sizeof(cmd), "timeout 120 gdb -p %d -batch -nx "
+                 "-ex 'thread apply all bt' 2>&1 | sed 's/^/# /'", pid);
+        if (system(cmd) != 0) {
+            diag("gdb failed");
+        }
+    }
+}
+
 static void test_sigterm_cleanup(void)
 {
     Server s;
@@ -1064,24 +1230,42 @@ static void test_sigterm_cleanup(void)
         pid_t pid;
         bool good;
 
+        unlink(pidfile);
         status = wait_pid(spawn(argv, log, 0), 10);
-        pid = atoi(slurp(pidfile));
+        pid = find_server(pidfile, s.sock);
+        if (pid > 0) {
+            track(pid);
+        }
         good = WIFEXITED(status) && WEXITSTATUS(status) == 0 && pid > 0 &&
-               kill(pid, 0) == 0 && peer_join(&p, s.sock, 1) && p.id == 0;
+               atoi(slurp(pidfile)) == pid &&
+               peer_join(&p, s.sock, 1) && p.id == 0;
         check(good, "daemon mode: the launcher exits 0 once the daemon "
               "serves, pidfile holds its PID (%d)", pid);
         peer_close(&p);
         if (pid > 0) {
-            double end = now() + 10;
+            bool exited;
 
             kill(pid, SIGTERM);
-            while (kill(pid, 0) == 0 && now() < end) {
-                usleep(10000);
+            exited = wait_gone(pid, 10);
+            if (!exited) {
+                diag("daemon %d hangs 10 s after SIGTERM", pid);
+                dump_hung(pid);
+                kill(pid, SIGKILL);
+                if (!wait_gone(pid, 10)) {
+                    diag("daemon %d survives SIGKILL", pid);
+                }
             }
-            check(kill(pid, 0) != 0 && access(s.sock, F_OK) != 0 &&
+            untrack(pid);
+            check(exited && access(s.sock, F_OK) != 0 &&
                   access(pidfile, F_OK) != 0 && !shm_exists(s.shm),
                   "daemon cleans up on SIGTERM");
+        } else {
+            check(false, "daemon cleans up on SIGTERM (no daemon found)");
         }
+        unlink(pidfile);
+        unlink(s.sock);
+        snprintf(path, sizeof(path), "/%s", s.shm);
+        shm_unlink(path);
     }
 }
 
@@ -1265,6 +1449,7 @@ static bool proc_start(Proc *c, char **argv)
     }
     c->pid = fork();
     if (c->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(in[0], 0);
         dup2(out[1], 1);
         close(in[1]);
@@ -1272,6 +1457,7 @@ static bool proc_start(Proc *c, char **argv)
         execv(argv[0], argv);
         _exit(127);
     }
+    track(c->pid);
     close(in[0]);
     close(out[1]);
     c->in = fdopen(in[1], "w");
@@ -1378,6 +1564,31 @@ static void test_client_interop(void)
     close(b.out);
 }
 
+/* Kill (and name) the processes that outlived their test; returns how many */
+static int kill_leftovers(void)
+{
+    int i, left = 0;
+
+    for (i = 0; i < MAX_PROCS; i++) {
+        pid_t pid = procs[i];
+        int status;
+
+        if (!pid || waitpid(pid, &status, WNOHANG) == pid || gone(pid)) {
+            procs[i] = 0;       /* exited, or a daemon that is gone */
+            continue;
+        }
+        left++;
+        diag("process %d outlived its test: killing it", pid);
+        dump_hung(pid);
+        kill(pid, SIGKILL);
+        if (waitpid(pid, &status, 0) != pid && !wait_gone(pid, 10)) {
+            diag("process %d survives SIGKILL", pid);
+        }
+        procs[i] = 0;
+    }
+    return left;
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -1398,6 +1609,7 @@ static const struct {
 
 int main(int argc, char **argv)
 {
+    struct sigaction on_kill = { .sa_handler = kill_all_and_die };
     size_t i;
     char cmd[128];
 
@@ -1409,6 +1621,9 @@ int main(int argc, char **argv)
     client_bin = argv[2];
     sanitized = getenv("SANITIZE") && !strcmp(getenv("SANITIZE"), "1");
     signal(SIGPIPE, SIG_IGN);
+    sigaction(SIGTERM, &on_kill, NULL);
+    sigaction(SIGINT, &on_kill, NULL);
+    sigaction(SIGHUP, &on_kill, NULL);
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/ivsrv-test.XXXXXX");
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
@@ -1421,6 +1636,7 @@ int main(int argc, char **argv)
         diag("--- %s", tests[i].name);
         tests[i].fn();
     }
+    check(kill_leftovers() == 0, "no process a test started is left running");
     printf("1..%d\n", test_count);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0) {
