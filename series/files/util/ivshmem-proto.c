@@ -8,6 +8,7 @@
 
 typedef struct IvshmemProtoPeer {
     uint32_t nvectors;          /* vector fds kept, at most max_vectors */
+    uint32_t received;          /* vector fds the server sent, kept or not */
     int fds[];
 } IvshmemProtoPeer;
 
@@ -78,6 +79,10 @@ static bool add_vector(IvshmemProto *p, uint16_t id, int fd, Error **errp)
     if (!peer) {
         peer = g_malloc0(sizeof(*peer) + p->max_vectors * sizeof(int));
         g_hash_table_insert(p->peers, GUINT_TO_POINTER(id), peer);
+    }
+    peer->received++;
+    if (id != p->own_id) {
+        p->peer_vectors = MAX(p->peer_vectors, peer->received);
     }
     if (peer->nvectors >= p->max_vectors) {
         close_fd(fd);           /* more vectors than we use */
@@ -179,6 +184,13 @@ uint32_t ivshmem_proto_peer_vectors(const IvshmemProto *p, uint32_t peer)
     IvshmemProtoPeer *entry = lookup(p, peer);
 
     return entry ? entry->nvectors : 0;
+}
+
+uint32_t ivshmem_proto_peer_received(const IvshmemProto *p, uint32_t peer)
+{
+    IvshmemProtoPeer *entry = lookup(p, peer);
+
+    return entry ? entry->received : 0;
 }
 
 static gint compare_ids(gconstpointer a, gconstpointer b)

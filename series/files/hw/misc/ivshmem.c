@@ -12,11 +12,16 @@
  * IvshmemProto (util/ivshmem-proto.c); this file wires its actions to
  * memory, MSI-X, INTx, ioeventfd and KVM irqfd.
  *
- * A server connection is fully set up (version, own ID, shared memory,
- * peers, own vectors) before realize returns, so BAR2 is backed and
- * IVPosition holds the device's own ID as soon as a guest can see the
- * device: a guest that reads a valid IVPosition knows its interrupts are
- * wired.
+ * A server connection is set up (version, own ID, shared memory, peers,
+ * own vectors) before realize returns, within one deadline for the whole
+ * setup (IVSHMEM_SETUP_TIMEOUT_MS, or realize fails naming the chardev).
+ * So when a guest can first see the device, BAR2 is backed, IVPosition
+ * holds the device's own ID, every peer the server listed is known, and
+ * own vectors 0..N-1 are wired, N = min(vectors, the server's count).
+ * Alone with a server that hands out fewer than 'vectors', the device sees
+ * the end of its list only as a pause (IVSHMEM_VECTOR_GAP_MS, which
+ * realize then waits); an own vector sent after that is wired on arrival.
+ * Vectors N..vectors-1 never fire.
  *
  * When the server goes away the device keeps its peers and memory.  If
  * the chardev reconnects (reconnect-ms) to a restarted server, the new
@@ -27,7 +32,6 @@
  */
 
 #include "qemu/osdep.h"
-#include <poll.h>
 #include "qapi/error.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
@@ -46,8 +50,6 @@
 #include "hw/qdev-properties-system.h"
 #include "hw/registerfields.h"
 #include "chardev/char-fe.h"
-#include "chardev/char-socket.h"
-#include "io/channel-socket.h"
 #include "migration/blocker.h"
 #include "migration/vmstate.h"
 #include "system/hostmem.h"
@@ -74,11 +76,12 @@ OBJECT_DECLARE_SIMPLE_TYPE(IvshmemState, IVSHMEM_COMMON)
 
 #define IVSHMEM_DEFAULT_SIZE    (4 * MiB)
 #define IVSHMEM_MAX_MSIX        2048        /* PCI_MSIX_FLAGS_QSIZE + 1 */
-#define IVSHMEM_HEADER_TIMEOUT_MS 5000      /* version, ID, shm */
-#define IVSHMEM_VECTOR_TIMEOUT_MS 200       /* gap that ends the peer list */
+#define IVSHMEM_SETUP_TIMEOUT_MS 5000       /* the whole of a setup */
+#define IVSHMEM_VECTOR_GAP_MS   200         /* pause ending a short own list */
 
-/* What the chardev's traffic means once the first session is set up. */
+/* What the chardev's traffic means. */
 typedef enum IvshmemSession {
+    IVSHMEM_SESSION_SETUP,      /* realize runs the first setup */
     IVSHMEM_SESSION_LIVE,       /* fed to proto, the table in use */
     IVSHMEM_SESSION_CLOSED,     /* server gone; proto kept as it is */
     IVSHMEM_SESSION_JOINING,    /* a reconnection fills next */
@@ -144,9 +147,12 @@ struct IvshmemState {
     IvshmemProto proto;
     bool proto_inited;
     bool setup_done;            /* IVPosition valid, doorbells accepted */
+    Error *setup_err;           /* why the first setup failed */
+    int64_t setup_last_msg;     /* when a setup's last message came (ms) */
     IvshmemSession session;
     IvshmemProto *next;         /* session being set up after a reconnect */
-    QEMUTimer *next_timer;      /* setup deadline, or end of its peer list */
+    QEMUTimer *next_timer;      /* setup deadline, or end of its own list */
+    int64_t next_deadline;
     IvshmemVector *vec;         /* [vectors] */
     GHashTable *doorbells;      /* (peer << 16 | vector) -> EventNotifier */
     uint8_t msg[IVSHMEM_MSG_SIZE];
@@ -593,6 +599,22 @@ static bool ivshmem_take_memdev(IvshmemState *s, Error **errp)
 
 /* Server protocol */
 
+static bool ivshmem_check_master_id(IvshmemState *s, uint16_t id,
+                                    Error **errp)
+{
+    /*
+     * An incoming master connects while its source still holds ID 0: the
+     * check was made on the source.
+     */
+    if (s->master && id != 0 && !runstate_check(RUN_STATE_INMIGRATE)) {
+        error_setg(errp, "property '%s': this device is peer %u of the "
+                   "ivshmem server, only peer 0 can be the master",
+                   s->kind == IVSHMEM_KIND_LEGACY ? "role" : "master", id);
+        return false;
+    }
+    return true;
+}
+
 static bool ivshmem_fd_is_eventfd(int fd)
 {
     g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
@@ -630,7 +652,7 @@ static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
     switch (a->kind) {
     case IVSHMEM_ACTION_OWN_ID:
         trace_ivshmem_own_id(a->peer);
-        return true;
+        return ivshmem_check_master_id(s, a->peer, errp);
     case IVSHMEM_ACTION_SHM:
         return ivshmem_map_fd(s, a->fd, "ivshmem server's shared memory",
                               errp);
@@ -653,130 +675,63 @@ static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
     g_assert_not_reached();
 }
 
-static QIOChannelSocket *ivshmem_server_channel(IvshmemState *s,
-                                                Error **errp)
-{
-    Chardev *chr = qemu_chr_fe_get_driver(&s->server);
-    SocketChardev *sock;
-
-    sock = (SocketChardev *)object_dynamic_cast(OBJECT(chr),
-                                                TYPE_CHARDEV_SOCKET);
-    if (!sock) {
-        error_setg(errp, "property 'chardev': '%s' is not a socket chardev",
-                   chr->label);
-        return NULL;
-    }
-    /*
-     * With reconnect-ms the first connection is made in the background:
-     * at startup wait for it (and for the server), as vhost-user does.
-     * A hot-plugged device does not block the monitor.
-     */
-    if (!qemu_chr_fe_backend_open(&s->server) &&
-        !phase_check(PHASE_MACHINE_READY) &&
-        qemu_chr_fe_wait_connected(&s->server, errp) < 0) {
-        return NULL;
-    }
-    if (!sock->sioc || !qemu_chr_fe_backend_open(&s->server)) {
-        error_setg(errp, "property 'chardev': '%s' is not connected to an "
-                   "ivshmem server", chr->label);
-        return NULL;
-    }
-    return sock->sioc;
-}
-
 /*
- * Receive one message synchronously.  Returns 1 with *value and *fd set,
- * 0 when nothing arrived within @timeout_ms, -1 on error.
+ * A setup ends with the peer's own vectors, sent back to back.  They are
+ * complete at 'vectors', or at as many as the server sent for any other
+ * peer (it hands out the same number to every peer).  A peer alone with a
+ * server that has fewer vectors than 'vectors' can only tell from a pause
+ * of IVSHMEM_VECTOR_GAP_MS after its last own vector.
  */
-static int ivshmem_recv_sync(IvshmemState *s, QIOChannelSocket *sioc,
-                             int timeout_ms, int64_t *value, int *fd,
-                             Error **errp)
+static bool ivshmem_own_vectors_started(const IvshmemProto *p)
 {
-    struct pollfd pfd = { .fd = sioc->fd, .events = POLLIN };
-    uint8_t buf[IVSHMEM_MSG_SIZE];
-    int ret;
-
-    do {
-        ret = poll(&pfd, 1, timeout_ms);
-    } while (ret < 0 && errno == EINTR);
-    if (ret < 0) {
-        error_setg_errno(errp, errno, "cannot poll the ivshmem server");
-        return -1;
-    }
-    if (ret == 0) {
-        return 0;
-    }
-    if (qemu_chr_fe_read_all(&s->server, buf, sizeof(buf)) != sizeof(buf)) {
-        *fd = qemu_chr_fe_get_msgfd(&s->server);
-        if (*fd >= 0) {
-            close(*fd);
-        }
-        error_setg(errp, "ivshmem server closed the connection during setup");
-        return -1;
-    }
-    *fd = qemu_chr_fe_get_msgfd(&s->server);
-    *value = ivshmem_proto_decode(buf);
-    trace_ivshmem_setup_msg(*value, *fd);
-    return 1;
+    return p->state == IVSHMEM_PROTO_RUNNING &&
+           ivshmem_proto_peer_received(p, p->own_id) > 0;
 }
 
 static bool ivshmem_own_vectors_complete(IvshmemState *s,
                                          const IvshmemProto *p)
 {
-    return p->state == IVSHMEM_PROTO_RUNNING &&
-           ivshmem_proto_peer_vectors(p, p->own_id) >= s->vectors;
+    uint32_t own;
+
+    if (!ivshmem_own_vectors_started(p)) {
+        return false;
+    }
+    own = ivshmem_proto_peer_received(p, p->own_id);
+    return own >= s->vectors || (p->peer_vectors && own >= p->peer_vectors);
 }
 
-static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
+/* When a setup that started at @deadline - timeout should be looked at */
+static int64_t ivshmem_setup_wake_time(const IvshmemProto *p,
+                                       int64_t last_msg, int64_t deadline)
 {
-    QIOChannelSocket *sioc = ivshmem_server_channel(s, errp);
-    int64_t value;
-    int fd, ret;
+    if (ivshmem_own_vectors_started(p)) {
+        return MIN(deadline, last_msg + IVSHMEM_VECTOR_GAP_MS);
+    }
+    return deadline;
+}
 
-    if (!sioc) {
-        return false;
-    }
-    ivshmem_proto_init(&s->proto, s->vectors, ivshmem_server_action, s);
-    s->proto_inited = true;
-    while (s->proto.state != IVSHMEM_PROTO_RUNNING) {
-        ret = ivshmem_recv_sync(s, sioc, IVSHMEM_HEADER_TIMEOUT_MS, &value,
-                                &fd, errp);
-        if (ret == 0) {
-            error_setg(errp, "ivshmem server sent no setup message within "
-                       "%d ms", IVSHMEM_HEADER_TIMEOUT_MS);
-        }
-        if (ret <= 0 || !ivshmem_proto_feed(&s->proto, value, fd, errp)) {
-            return false;
-        }
-    }
-    /*
-     * An incoming master connects while its source still holds ID 0: the
-     * check was made on the source.
-     */
-    if (s->master && s->proto.own_id != 0 &&
-        !runstate_check(RUN_STATE_INMIGRATE)) {
-        error_setg(errp, "property '%s': this device is peer %u of the "
-                   "ivshmem server, only peer 0 can be the master",
-                   s->kind == IVSHMEM_KIND_LEGACY ? "role" : "master",
-                   s->proto.own_id);
-        return false;
-    }
-    /* Peers, then our own vectors; a pause means the server is done. */
-    while (!ivshmem_own_vectors_complete(s, &s->proto)) {
-        ret = ivshmem_recv_sync(s, sioc, IVSHMEM_VECTOR_TIMEOUT_MS, &value,
-                                &fd, errp);
-        if (ret == 0) {
-            break;
-        }
-        if (ret < 0 || !ivshmem_proto_feed(&s->proto, value, fd, errp)) {
-            return false;
-        }
-    }
-    s->setup_done = true;
-    trace_ivshmem_setup_done(s->proto.own_id,
-                             ivshmem_proto_peer_vectors(&s->proto,
-                                                        s->proto.own_id));
-    return true;
+static const char *ivshmem_chardev_name(IvshmemState *s)
+{
+    return qemu_chr_fe_get_driver(&s->server)->label;
+}
+
+/* What a setup that ran out of time had received, for the error */
+static void ivshmem_setup_expired(IvshmemState *s, const IvshmemProto *p,
+                                  Error **errp)
+{
+    static const char *const got[] = {
+        [IVSHMEM_PROTO_WAIT_VERSION] = "nothing",
+        [IVSHMEM_PROTO_WAIT_ID] = "only the protocol version",
+        [IVSHMEM_PROTO_WAIT_SHM] = "its version and peer ID but no shared "
+                                   "memory",
+        [IVSHMEM_PROTO_RUNNING] = "the shared memory but none of this "
+                                  "peer's own vectors",
+    };
+
+    error_setg(errp, "chardev '%s': the ivshmem server did not complete "
+               "the setup within %d ms: it sent %s%s",
+               ivshmem_chardev_name(s), IVSHMEM_SETUP_TIMEOUT_MS,
+               got[p->state], s->msg_len ? " and part of a message" : "");
 }
 
 /* Reconnection: a second session, adopted once it is complete */
@@ -855,8 +810,9 @@ static void ivshmem_next_start(IvshmemState *s)
     s->next = g_new0(IvshmemProto, 1);
     ivshmem_proto_init(s->next, s->vectors, ivshmem_next_action, s);
     s->session = IVSHMEM_SESSION_JOINING;
-    timer_mod(s->next_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-              IVSHMEM_HEADER_TIMEOUT_MS);
+    s->next_deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                       IVSHMEM_SETUP_TIMEOUT_MS;
+    timer_mod(s->next_timer, s->next_deadline);
     trace_ivshmem_reconnect_start(s->proto.own_id);
 }
 
@@ -913,12 +869,11 @@ static void ivshmem_next_timeout(void *opaque)
     if (!s->next) {
         return;
     }
-    if (s->next->state == IVSHMEM_PROTO_RUNNING) {
+    if (ivshmem_own_vectors_started(s->next)) {
         ivshmem_next_adopt(s);  /* fewer own vectors than configured */
         return;
     }
-    error_setg(&err, "the restarted ivshmem server sent no setup message "
-               "within %d ms", IVSHMEM_HEADER_TIMEOUT_MS);
+    ivshmem_setup_expired(s, s->next, &err);
     ivshmem_next_refuse(s, err);
 }
 
@@ -934,15 +889,52 @@ static void ivshmem_next_feed(IvshmemState *s, int64_t value, int fd)
         }
         warn_report_err(err);
     }
-    if (s->next->state != IVSHMEM_PROTO_RUNNING) {
-        return;                 /* the setup deadline still runs */
-    }
     if (ivshmem_own_vectors_complete(s, s->next)) {
         ivshmem_next_adopt(s);
     } else {
-        timer_mod(s->next_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                  IVSHMEM_VECTOR_TIMEOUT_MS);
+        int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+        timer_mod(s->next_timer, ivshmem_setup_wake_time(s->next, now,
+                                                         s->next_deadline));
     }
+}
+
+/* The first setup, fed by the handlers below during realize */
+
+static void ivshmem_setup_complete(IvshmemState *s)
+{
+    s->setup_done = true;
+    s->session = IVSHMEM_SESSION_LIVE;  /* what follows is live traffic */
+    trace_ivshmem_setup_done(s->proto.own_id,
+                             ivshmem_proto_peer_vectors(&s->proto,
+                                                        s->proto.own_id));
+}
+
+static void ivshmem_setup_feed(IvshmemState *s, int64_t value, int fd)
+{
+    if (s->setup_err) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    trace_ivshmem_setup_msg(value, fd);
+    s->setup_last_msg = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    if (ivshmem_proto_feed(&s->proto, value, fd, &s->setup_err) &&
+        ivshmem_own_vectors_complete(s, &s->proto)) {
+        ivshmem_setup_complete(s);
+    }
+}
+
+static void ivshmem_setup_closed(IvshmemState *s)
+{
+    if (!s->setup_err) {
+        error_setg(&s->setup_err, "ivshmem server closed the connection "
+                   "during setup");
+    }
+    /* Back to the main loop, where a reconnect-ms timer must run. */
+    qemu_chr_fe_set_handlers(&s->server, NULL, NULL, NULL, NULL, NULL, NULL,
+                             false);
 }
 
 /* Asynchronous messages after setup: peers joining and leaving. */
@@ -1000,6 +992,9 @@ static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
     }
     trace_ivshmem_server_msg(value, fd);
     switch (s->session) {
+    case IVSHMEM_SESSION_SETUP:
+        ivshmem_setup_feed(s, value, fd);
+        break;
     case IVSHMEM_SESSION_LIVE:
         if (!ivshmem_proto_feed(&s->proto, value, fd, &err)) {
             warn_report_err(err);
@@ -1020,7 +1015,10 @@ static void ivshmem_server_event(void *opaque, QEMUChrEvent event)
 {
     IvshmemState *s = opaque;
 
-    if (!s->setup_done) {
+    if (s->session == IVSHMEM_SESSION_SETUP) {
+        if (event == CHR_EVENT_CLOSED) {
+            ivshmem_setup_closed(s);
+        }
         return;
     }
     if (event == CHR_EVENT_CLOSED) {
@@ -1033,6 +1031,93 @@ static void ivshmem_server_event(void *opaque, QEMUChrEvent event)
         ivshmem_msg_reset(s);
         ivshmem_next_start(s);
     }
+}
+
+/*
+ * The first setup runs in realize, so that the device is complete when a
+ * guest first sees it.  The chardev's handlers move to a private
+ * GMainContext that realize iterates until the setup is complete, fails or
+ * runs out of time: only this chardev is served meanwhile, reads never
+ * block (the handlers get what has arrived), and one deadline bounds the
+ * whole setup, however the server sends it.
+ */
+static gboolean ivshmem_setup_wakeup(gpointer opaque)
+{
+    return G_SOURCE_REMOVE;
+}
+
+static bool ivshmem_server_connected(IvshmemState *s, Error **errp)
+{
+    Chardev *chr = qemu_chr_fe_get_driver(&s->server);
+
+    if (!qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_FD_PASS)) {
+        error_setg(errp, "property 'chardev': '%s' cannot pass file "
+                   "descriptors, use a UNIX socket chardev", chr->label);
+        return false;
+    }
+    /*
+     * With reconnect-ms the first connection is made in the background:
+     * at startup wait for it (and for the server), as vhost-user does.
+     * A hot-plugged device needs a connected chardev.
+     */
+    if (!qemu_chr_fe_backend_open(&s->server) &&
+        !phase_check(PHASE_MACHINE_READY) &&
+        qemu_chr_fe_wait_connected(&s->server, errp) < 0) {
+        return false;
+    }
+    if (!qemu_chr_fe_backend_open(&s->server)) {
+        error_setg(errp, "property 'chardev': '%s' is not connected to an "
+                   "ivshmem server", chr->label);
+        return false;
+    }
+    return true;
+}
+
+static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
+{
+    g_autoptr(GMainContext) ctx = NULL;
+    int64_t deadline, now, wake;
+    GSource *timer;
+
+    if (!ivshmem_server_connected(s, errp)) {
+        return false;
+    }
+    ivshmem_proto_init(&s->proto, s->vectors, ivshmem_server_action, s);
+    s->proto_inited = true;
+    s->session = IVSHMEM_SESSION_SETUP;
+    ctx = g_main_context_new();
+    qemu_chr_fe_set_handlers(&s->server, ivshmem_server_can_receive,
+                             ivshmem_server_receive, ivshmem_server_event,
+                             NULL, s, ctx, false);
+    deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+               IVSHMEM_SETUP_TIMEOUT_MS;
+    while (!s->setup_done && !s->setup_err) {
+        now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+        wake = ivshmem_setup_wake_time(&s->proto, s->setup_last_msg,
+                                       deadline);
+        if (now >= wake) {
+            if (ivshmem_own_vectors_started(&s->proto)) {
+                ivshmem_setup_complete(s);  /* fewer vectors than wanted */
+            } else {
+                ivshmem_setup_expired(s, &s->proto, &s->setup_err);
+            }
+            break;
+        }
+        timer = g_timeout_source_new(wake - now);
+        g_source_set_callback(timer, ivshmem_setup_wakeup, NULL, NULL);
+        g_source_attach(timer, ctx);
+        g_main_context_iteration(ctx, true);
+        g_source_destroy(timer);
+        g_source_unref(timer);
+    }
+    qemu_chr_fe_set_handlers(&s->server, NULL, NULL, NULL, NULL, NULL, NULL,
+                             false);
+    if (s->setup_err) {
+        error_propagate(errp, s->setup_err);
+        s->setup_err = NULL;
+        return false;
+    }
+    return true;
 }
 
 /* Realize and teardown */

@@ -52,6 +52,7 @@ typedef struct IvshmemProto {
     IvshmemProtoState state;
     uint16_t own_id;
     uint32_t max_vectors;       /* vectors kept per peer; extra fds closed */
+    uint32_t peer_vectors;      /* most vector fds sent for another peer */
     GHashTable *peers;          /* peer ID -> IvshmemProtoPeer */
     IvshmemActionFn action;
     void *opaque;
@@ -77,6 +78,8 @@ int ivshmem_proto_peer_fd(const IvshmemProto *p, uint32_t peer,
                           uint32_t vector);
 /* How many vectors of @peer are connected (0 for an unknown peer). */
 uint32_t ivshmem_proto_peer_vectors(const IvshmemProto *p, uint32_t peer);
+/* How many vector fds the server sent for @peer, including closed extras. */
+uint32_t ivshmem_proto_peer_received(const IvshmemProto *p, uint32_t peer);
 /* Known peer IDs (own ID included once its vectors arrive), ascending. */
 GArray *ivshmem_proto_peer_ids(const IvshmemProto *p);
 

@@ -1628,6 +1628,177 @@ static void test_malformed_hotplug(gconstpointer opaque)
     unlink(path);
 }
 
+/*
+ * Servers that never complete a setup.  The device's one deadline for the
+ * whole setup (5 s) must end each, at start-up and at hot-plug, with an
+ * error naming the chardev, and QEMU must answer QMP right afterwards.
+ */
+
+#define SETUP_DEADLINE_MS 5000
+
+typedef enum StallKind {
+    STALL_SILENT,               /* accepts, sends nothing */
+    STALL_PARTIAL,              /* version, then 3 bytes of the ID */
+    STALL_DRIP,                 /* a new peer's vector every 150 ms */
+} StallKind;
+
+typedef struct Stall {
+    const char *name;
+    StallKind kind;
+    const char *error;
+} Stall;
+
+static const Stall stalls[] = {
+    { "silent", STALL_SILENT, "chardev 'c': the ivshmem server did not "
+      "complete the setup within 5000 ms: it sent nothing" },
+    { "partial", STALL_PARTIAL, "chardev 'c': the ivshmem server did not "
+      "complete the setup within 5000 ms: it sent only the protocol "
+      "version and part of a message" },
+    { "drip", STALL_DRIP, "chardev 'c': the ivshmem server did not "
+      "complete the setup within 5000 ms: it sent the shared memory but "
+      "none of this peer's own vectors" },
+};
+
+typedef struct StallServer {
+    int listen_fd;
+    const Stall *stall;
+    bool stop;
+    int sent;                   /* drip: vector messages sent */
+} StallServer;
+
+static gpointer stall_thread(gpointer opaque)
+{
+    StallServer *ss = opaque;
+    struct pollfd pfd = { .fd = ss->listen_fd, .events = POLLIN };
+    uint8_t buf[IVSHMEM_MSG_SIZE];
+    int conn, fd;
+
+    if (poll(&pfd, 1, 10000) != 1) {
+        return NULL;
+    }
+    conn = accept(ss->listen_fd, NULL, NULL);
+    g_assert_cmpint(conn, >=, 0);
+    switch (ss->stall->kind) {
+    case STALL_SILENT:
+        break;
+    case STALL_PARTIAL:
+        send_msg(conn, IVSHMEM_PROTOCOL_VERSION, -1);
+        ivshmem_proto_encode(1, buf);
+        g_assert_cmpint(write(conn, buf, 3), ==, 3);
+        break;
+    case STALL_DRIP:
+        send_msg(conn, IVSHMEM_PROTOCOL_VERSION, -1);
+        send_msg(conn, 1, -1);
+        fd = make_memfd(1 * MiB);
+        send_msg(conn, IVSHMEM_MSG_SHM, fd);
+        close(fd);
+        break;
+    }
+    /* until QEMU hangs up or the test is over */
+    pfd.fd = conn;
+    while (!qatomic_read(&ss->stop)) {
+        if (poll(&pfd, 1, 150) == 1) {
+            break;
+        }
+        if (ss->stall->kind == STALL_DRIP && ss->sent < 400) {
+            fd = make_eventfd();
+            send_msg(conn, 100 + ss->sent++, fd);
+            close(fd);
+        }
+    }
+    close(conn);
+    return NULL;
+}
+
+static void stall_server_start(StallServer *ss, const Stall *stall,
+                               const char *path, GThread **t)
+{
+    *ss = (StallServer) { .listen_fd = listen_unix(path), .stall = stall };
+    *t = g_thread_new("stall", stall_thread, ss);
+}
+
+static void stall_server_stop(StallServer *ss, GThread *t, const char *path)
+{
+    qatomic_set(&ss->stop, true);
+    g_thread_join(t);
+    close(ss->listen_fd);
+    unlink(path);
+    if (ss->stall->kind == STALL_DRIP) {
+        g_test_message("drip: %d vector messages sent", ss->sent);
+    }
+}
+
+static void test_setup_deadline_startup(gconstpointer opaque)
+{
+    const Stall *stall = opaque;
+    g_autofree char *path = tmp_path("stall.sock");
+    g_autofree char *args = g_strdup_printf("-chardev socket,id=c,path=%s "
+                                            "-device ivshmem-doorbell,"
+                                            "chardev=c,vectors=2", path);
+    StallServer ss;
+    GThread *t;
+    gint64 t0, ms;
+
+    stall_server_start(&ss, stall, path, &t);
+    t0 = g_get_monotonic_time();
+    expect_start_failure(args, stall->error);     /* kills QEMU after 10 s */
+    ms = (g_get_monotonic_time() - t0) / 1000;
+    g_test_message("QEMU exited after %" PRId64 " ms", ms);
+    g_assert_cmpint(ms, >=, SETUP_DEADLINE_MS - 100);
+    g_assert_cmpint(ms, <, SETUP_DEADLINE_MS + 3000);
+    stall_server_stop(&ss, t, path);
+}
+
+static void hang_detected(int sig)
+{
+    g_printerr("QMP did not answer within 30 s\n");
+    abort();                    /* libqtest's abort hook kills QEMU */
+}
+
+static void test_setup_deadline_hotplug(gconstpointer opaque)
+{
+    const Stall *stall = opaque;
+    g_autofree char *path = tmp_path("stall-hp.sock");
+    struct sigaction sa = { .sa_handler = hang_detected };
+    StallServer ss;
+    GThread *t;
+    QTestState *qts;
+    QDict *resp;
+    const char *desc;
+    gint64 t0, ms;
+    int before;
+
+    stall_server_start(&ss, stall, path, &t);
+    qts = qtest_initf("-M pc -chardev socket,id=c,path=%s", path);
+    g_usleep(100 * 1000);
+    before = count_fds(qtest_pid(qts));
+    sigaction(SIGALRM, &sa, NULL);
+    alarm(30);
+    t0 = g_get_monotonic_time();
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'ivshmem-doorbell', 'chardev': 'c', "
+                     "'vectors': 2, 'id': 'iv'}}");
+    ms = (g_get_monotonic_time() - t0) / 1000;
+    g_assert(qdict_haskey(resp, "error"));
+    desc = qdict_get_str(qdict_get_qdict(resp, "error"), "desc");
+    g_test_message("device_add after %" PRId64 " ms: %s", ms, desc);
+    g_assert_nonnull(strstr(desc, stall->error));
+    g_assert_cmpint(ms, >=, SETUP_DEADLINE_MS - 100);
+    g_assert_cmpint(ms, <, SETUP_DEADLINE_MS + 2000);
+    qobject_unref(resp);
+
+    /* the monitor is back at once, and the device kept no fd */
+    t0 = g_get_monotonic_time();
+    resp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, 1000 * 1000);
+    alarm(0);
+    g_assert_true(wait_fd_count(qtest_pid(qts), before));
+    qtest_quit(qts);
+    stall_server_stop(&ss, t, path);
+}
+
 /* Hot-plug and unplug: every fd taken by the device is released. */
 
 /*
@@ -2197,6 +2368,15 @@ int main(int argc, char **argv)
                                                   "%s", scripts[i].name);
             qtest_add_data_func(hp, &scripts[i], test_malformed_hotplug);
         }
+    }
+    for (i = 0; i < ARRAY_SIZE(stalls); i++) {
+        g_autofree char *st = g_strdup_printf("/ivshmem/setup-deadline/"
+                                              "startup/%s", stalls[i].name);
+        g_autofree char *hp = g_strdup_printf("/ivshmem/setup-deadline/"
+                                              "hotplug/%s", stalls[i].name);
+
+        qtest_add_data_func(st, &stalls[i], test_setup_deadline_startup);
+        qtest_add_data_func(hp, &stalls[i], test_setup_deadline_hotplug);
     }
     qtest_add_func("/ivshmem/hotplug/pc", test_hotplug_pc);
     qtest_add_func("/ivshmem/hotplug/q35", test_hotplug_q35);
