@@ -1,33 +1,21 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Build the reference ivshmem-server from the pristine Debian QEMU 10.0.2
-# source (a baseline for the benchmarks only; nothing of it enters the
-# series).  Idempotent; prints the server's path.
-#   REF_DIR  where to copy and build (default out/ref: src/ and build/)
+# Build the benchmarks' pristine reference: QEMU 10.0.2 from the Debian
+# source without the series, configured with exactly our flags (it is
+# tools/build.sh with PRISTINE=1, in out/ref/qemu; ccache makes most
+# objects hits from our own build).  A baseline only: nothing of it enters
+# the series.  Idempotent; prints the pristine ivshmem-server's path, or
+# with --build-dir the build directory (qemu-system-x86_64 is there).
+#   REF_DIR  where to build (default out/ref: the tree in REF_DIR/qemu)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 ref=${REF_DIR:-$top/out/ref}
-server=$ref/build/contrib/ivshmem-server/ivshmem-server
-mkdir -p "$ref"
-exec 9> "$ref.lock"
-flock 9
-
-if [ ! -x "$server" ]; then
-    pristine=$("$top/tools/fetch-qemu.sh" | tail -1)   # honours QEMU_SRC
-    if [ ! -f "$ref/src/configure" ]; then
-        rm -rf "$ref/src"
-        cp -a "$pristine" "$ref/src"
-    fi
-    "$top/tools/edk2-placeholders.sh" "$ref/src"
-    if [ ! -f "$ref/build/build.ninja" ]; then
-        mkdir -p "$ref/build"
-        (cd "$ref/build" && "$ref/src/configure" --python=/usr/bin/python3 \
-            --without-default-features --disable-system --disable-user \
-            --enable-tools --disable-docs --disable-install-blobs) \
-            > "$ref/build/configure.log" 2>&1 ||
-            { tail -20 "$ref/build/configure.log" >&2; exit 1; }
-    fi
-    ninja -C "$ref/build" contrib/ivshmem-server/ivshmem-server >&2
+build=$(PRISTINE=1 QEMU_WORK="$ref/qemu" SANITIZE=0 "$top/tools/build.sh" \
+            qemu-system-x86_64 contrib/ivshmem-server/ivshmem-server >&2 &&
+        echo "$ref/qemu/build")
+if [ "${1:-}" = --build-dir ]; then
+    echo "$build"
+else
+    echo "$build/contrib/ivshmem-server/ivshmem-server"
 fi
-echo "$server"

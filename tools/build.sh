@@ -4,6 +4,9 @@
 # TCG, tools for contrib/, docs off).  Re-running rebuilds only what changed.
 #   QEMU_WORK=DIR   composed tree (default out/qemu); the build is DIR/build
 #   SANITIZE=1      ASan+UBSan build in DIR/build-san
+#   PRISTINE=1      no series: pristine QEMU 10.0.2 with exactly these
+#                   configure flags (default DIR out/ref/qemu), the
+#                   benchmarks' same-flags reference
 #   extra args      ninja targets (default: see default_targets; --targets prints them)
 set -euo pipefail
 
@@ -19,7 +22,11 @@ if [ "${1:-}" = --targets ]; then
     echo $default_targets
     exit 0
 fi
-work=${QEMU_WORK:-$top/out/qemu}
+if [ "${PRISTINE:-0}" = 1 ]; then
+    work=${QEMU_WORK:-$top/out/ref/qemu}
+else
+    work=${QEMU_WORK:-$top/out/qemu}
+fi
 export QEMU_WORK=$work
 mkdir -p "$(dirname "$work")"
 
@@ -28,7 +35,17 @@ mkdir -p "$(dirname "$work")"
 exec 9> "$work.lock"
 flock 9
 
-"$top/tools/compose.sh" > /dev/null
+if [ "${PRISTINE:-0}" = 1 ]; then
+    pristine=$("$top/tools/fetch-qemu.sh" | tail -1)
+    if [ ! -f "$work/.pristine" ] || [ "$(cat "$work/.pristine")" != "$pristine" ]; then
+        rm -rf "$work"
+        cp -a "$pristine" "$work"
+        rm -f "$work/.unpacked"
+        echo "$pristine" > "$work/.pristine"
+    fi
+else
+    "$top/tools/compose.sh" > /dev/null
+fi
 
 # ccache (installed by tools/deps.sh) through its compiler links; paths
 # relative to the tree's parent so a fresh clone elsewhere hits the cache.
