@@ -1,8 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""make bench: run every scenario for ours and the reference, write JSON.
+"""make bench: run every scenario for ours and the references, write JSON.
 
 Run by bench/run.sh, which builds what this needs and passes the paths:
-  bench.py OUTDIR OURS_QEMU OURS_SERVER REF_QEMU REF_SERVER JOIN FLOOR
+  bench.py OUTDIR OURS_QEMU OURS_SERVER PRISTINE_QEMU PRISTINE_SERVER \
+           STOCK_QEMU STOCK_SERVER JOIN FLOOR
+Three sides: ours (the series), pristine (QEMU 10.0.2 without the series,
+built with exactly our configure flags: isolates the device from the
+build) and stock (Debian's qemu-system-x86 binary, the user's reference;
+Debian ships no ivshmem-server, so it runs with the pristine server).
 Environment: BENCH_QUICK=1 (short run), BENCH_SCENARIOS="doorbell
 polling bandwidth join host" (subset), BENCH_REPS, BENCH_COUNT.
 """
@@ -11,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +29,7 @@ def settings(quick):
     env = os.environ.get
     s = {
         'quick': quick,
-        'reps': int(env('BENCH_REPS', 2 if quick else 5)),
+        'reps': int(env('BENCH_REPS', 2 if quick else 12)),
         'doorbell_count': int(env('BENCH_COUNT', 200 if quick else 1000)),
         'polling_count': int(env('BENCH_POLL_COUNT',
                                  500 if quick else 2000)),
@@ -58,6 +64,64 @@ def machine():
                              os.sysconf('SC_PHYS_PAGES') / 2**30, 1)}
 
 
+def git_commit():
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(['git', '-C', top, 'rev-parse', 'HEAD'],
+                              stdout=subprocess.PIPE, check=True,
+                              stderr=subprocess.DEVNULL).stdout.decode()
+        dirty = subprocess.run(['git', '-C', top, 'status', '--porcelain',
+                                '--untracked-files=no', '--', 'series'],
+                               stdout=subprocess.PIPE, check=True,
+                               stderr=subprocess.DEVNULL).stdout.decode()
+        series = subprocess.run(['git', '-C', top, 'log', '-1',
+                                 '--format=%H %s', '--', 'series'],
+                                stdout=subprocess.PIPE, check=True,
+                                stderr=subprocess.DEVNULL).stdout.decode()
+    except (OSError, subprocess.SubprocessError):
+        return {'commit': '?', 'dirty': None}
+    # What is measured is series/ (the device and server): its last
+    # commit, and whether the tree measured had uncommitted changes there.
+    return {'commit': head.strip(), 'series_commit': series.strip(),
+            'series_dirty': bool(dirty.strip())}
+
+
+def real_binary(path):
+    """The QEMU a bench/run.sh wrapper script executes."""
+    try:
+        with open(path, errors='replace') as f:
+            head = f.read(4096)
+    except OSError:
+        return path
+    m = re.search(r'^exec (\S+)', head, re.M)
+    return m.group(1) if m else path
+
+
+def build_info(binary):
+    """How BINARY was built: its configure command (a build tree's
+    config.log) or its Debian package."""
+    real = real_binary(binary)
+    log = os.path.join(os.path.dirname(real), 'config.log')
+    try:
+        for line in open(log, errors='replace'):
+            if line.startswith('# Configured with: '):
+                return {'binary': real,
+                        'configure': line.split(': ', 1)[1].strip()}
+    except OSError:
+        pass
+    try:
+        pkg = subprocess.run(['dpkg-query', '-S', real],
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL).stdout.decode()
+        pkg = pkg.split(':')[0]
+        ver = subprocess.run(['dpkg-query', '-W', '-f=${Version}', pkg],
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL).stdout.decode()
+        return {'binary': real, 'package': '%s %s' % (pkg, ver)}
+    except OSError:
+        return {'binary': real}
+
+
 def version(binary):
     try:
         out = subprocess.run([binary, '--version'], stdout=subprocess.PIPE,
@@ -68,17 +132,19 @@ def version(binary):
 
 
 def main():
-    outdir, oq, os_, rq, rs, join_bin, floor_bin = sys.argv[1:8]
+    outdir, oq, os_, pq, ps, sq, ss, join_bin, floor_bin = sys.argv[1:10]
     quick = os.environ.get('BENCH_QUICK', '0') == '1'
     s = settings(quick)
-    binaries = {'ours': (oq, os_), 'ref': (rq, rs)}
+    binaries = {'ours': (oq, os_), 'pristine': (pq, ps), 'stock': (sq, ss)}
     os.makedirs(outdir, exist_ok=True)
     res = {
         'date': datetime.datetime.now(datetime.timezone.utc)
                 .strftime('%Y-%m-%dT%H:%M:%SZ'),
-        'machine': machine(), 'settings': s,
-        'binaries': {v: {'qemu': b[0], 'qemu_version': version(b[0]),
-                         'server': b[1]} for v, b in binaries.items()},
+        'machine': machine(), 'settings': s, 'source': git_commit(),
+        'variants': list(sc.VARIANTS),
+        'binaries': {v: dict(build_info(b[0]), qemu=b[0],
+                             qemu_version=version(b[0]), server=b[1])
+                     for v, b in binaries.items()},
         'load_start': os.getloadavg()[0],
     }
     t0 = time.time()
@@ -107,12 +173,12 @@ def main():
                     res[k] = r[k]
 
     if 'join' in want:
-        servers = {v: binaries[v][1] for v in sc.VARIANTS}
+        servers = {v: binaries[v][1] for v in sc.SERVER_VARIANTS}
         res['join'] = sc.joins(join_bin, servers, s['join_peers'],
                                s['join_vectors'], s['join_reps'],
                                s['join_big_reps'], s['join_stall_s'])
         res['sustained'] = {}
-        for v in sc.VARIANTS:
+        for v in sc.SERVER_VARIANTS:
             # start from what the join runs with -n 1 already showed
             seen = [(j['peers'], all(r['ok'] for r in j[v]))
                     for j in res['join'].values()
@@ -125,6 +191,7 @@ def main():
                 s['join_stall_s'], ok, bad)
 
     if 'host' in want:
+        res['host_floor_load'] = os.getloadavg()[0]
         res['host_floor'] = {}
         for mode in ('eventfd', 'cacheline'):
             res['host_floor'][mode] = [
@@ -136,8 +203,26 @@ def main():
     res['load_end'] = os.getloadavg()[0]
     res['duration_s'] = round(time.time() - t0)
     with open(os.path.join(outdir, 'results.json'), 'w') as f:
-        json.dump(res, f, indent=1)
-        f.write('\n')
+        f.write(dump(res) + '\n')
+
+
+def dump(res):
+    """JSON with every run's raw samples on one line (readable and
+    about a fifth of the size of one number a line)."""
+    lists = []
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: (('@samples%d@' % (lists.append(v) or len(lists) - 1))
+                        if k == 'samples' else strip(v))
+                    for k, v in o.items()}
+        if isinstance(o, list):
+            return [strip(x) for x in o]
+        return o
+    text = json.dumps(strip(res), indent=1)
+    for i, v in enumerate(lists):
+        text = text.replace('"@samples%d@"' % i, json.dumps(v), 1)
+    return text
 
 
 if __name__ == '__main__':

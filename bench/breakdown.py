@@ -1,11 +1,16 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Where a doorbell round trip goes: trace events of both QEMUs, one clock.
 
-  breakdown.py OUTDIR OURS_QEMU OURS_SERVER REF_QEMU REF_SERVER [ROUNDS [REPS]]
+  breakdown.py OUTDIR OURS_QEMU OURS_SERVER PRISTINE_QEMU PRISTINE_SERVER \
+               STOCK_QEMU STOCK_SERVER [ROUNDS [REPS]]
 
-Modes: ours (ioeventfd=off), ours with the guest tool's -F (a blocking
-read() on the expected vector instead of poll() + read()), ours with
-ioeventfd=on, and the reference, whose QEMU has only the APIC events.
+Modes: ours (ioeventfd=off) with every event below, ours with
+ioeventfd=on, and then, with only the two APIC events traced (the only
+ones the pristine and stock QEMUs have, so every side pays the same
+tracing cost): ours, pristine 10.0.2 built with our configure flags, and
+Debian's stock binary.  Ours vs pristine is the device; pristine vs stock
+is the build.  Prints a Markdown table of the median (and p90) of every
+segment (rendered by bench/report.py --breakdown).
 
 Boots two guests (the e2e image) on QEMU with the log trace backend,
 timestamps on (-msg timestamp=on), and the events below enabled; runs a
@@ -35,6 +40,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report                      # noqa: E402
 import scenarios as sc              # noqa: E402
 
 EVENTS = ['ivshmem_reg_write', 'ivshmem_doorbell', 'ivshmem_interrupt',
@@ -126,12 +132,23 @@ SEGMENTS_APIC = [
      'peer wake-up, MSI-X injection', 1, 2),
 ]
 
-MODES = {       # name: (variant, ioeventfd, tool flags, chain, segments)
-    'ours': ('ours', False, '', CHAIN_OFF, SEGMENTS_OFF),
-    'ours -F': ('ours', False, '-F', CHAIN_OFF, SEGMENTS_OFF),
-    'ours ioeventfd=on': ('ours', True, '', CHAIN_ON, SEGMENTS_ON),
-    'ours (APIC events)': ('ours', False, '', CHAIN_APIC, SEGMENTS_APIC),
-    'ref (APIC events)': ('ref', False, '', CHAIN_APIC, SEGMENTS_APIC),
+APIC_EVENTS = ['apic_deliver_irq', 'apic_register_write']
+# A session: (variant, ioeventfd, tool flags, events traced).
+ALL = ('ours', False, '', 'all')
+ON = ('ours', True, '', 'all')
+SESSIONS = [ALL, ON] + [(v, False, '', 'apic')
+                        for v in ('ours', 'pristine', 'stock')]
+MODES = {       # name: (session, chain, segments)
+    'ours': (ALL, CHAIN_OFF, SEGMENTS_OFF),
+    'ours ioeventfd=on': (ON, CHAIN_ON, SEGMENTS_ON),
+    'ours, every event traced (APIC segments)': (ALL, CHAIN_APIC,
+                                                 SEGMENTS_APIC),
+    'ours (APIC events only)': (('ours', False, '', 'apic'), CHAIN_APIC,
+                                SEGMENTS_APIC),
+    'pristine (APIC events only)': (('pristine', False, '', 'apic'),
+                                    CHAIN_APIC, SEGMENTS_APIC),
+    'stock (APIC events only)': (('stock', False, '', 'apic'), CHAIN_APIC,
+                                 SEGMENTS_APIC),
 }
 
 
@@ -140,7 +157,7 @@ def pct(vals, q):
     return vals[min(len(vals) - 1, int(len(vals) * q))]
 
 
-def run(outdir, binaries, count, variant, ioeventfd, flags, tag):
+def run(outdir, binaries, count, variant, ioeventfd, flags, events, tag):
     """One traced ping-pong; returns (guest p50, merged events)."""
     qemu, server = binaries[variant]
     os.environ['QEMU_BINARY'] = qemu
@@ -156,7 +173,7 @@ def run(outdir, binaries, count, variant, ioeventfd, flags, tag):
         dev = ['-chardev', 'socket,id=ivs,path=' + srv.sock, '-device',
                'ivshmem-doorbell,chardev=ivs,vectors=1,ioeventfd=%s'
                % ('on' if ioeventfd else 'off'), '-msg', 'timestamp=on']
-        for e in EVENTS:
+        for e in (EVENTS if events == 'all' else APIC_EVENTS):
             dev += ['-trace', 'enable=' + e]
         a = session.guest('a', dev + ['-D', logs['A']])
         b = session.guest('b', dev + ['-D', logs['B']])
@@ -177,32 +194,32 @@ def run(outdir, binaries, count, variant, ioeventfd, flags, tag):
 
 
 def main():
-    outdir, oq, os_, rq, rs = sys.argv[1:6]
-    count = int(sys.argv[6]) if len(sys.argv) > 6 else 300
-    reps = int(sys.argv[7]) if len(sys.argv) > 7 else 3
-    binaries = {'ours': (oq, os_), 'ref': (rq, rs)}
+    outdir, oq, os_, pq, ps, sq, ss = sys.argv[1:8]
+    count = int(sys.argv[8]) if len(sys.argv) > 8 else 300
+    reps = int(sys.argv[9]) if len(sys.argv) > 9 else 3
+    binaries = {'ours': (oq, os_), 'pristine': (pq, ps), 'stock': (sq, ss)}
     os.makedirs(outdir, exist_ok=True)
-    # One traced session per (variant, ioeventfd, flags); the APIC-level
-    # rows of ours reuse the plain "ours" sessions.
-    sessions = [('ours', False, ''), ('ours', False, '-F'),
-                ('ours', True, ''), ('ref', False, '')]
-    p50s = {k: [] for k in sessions}
+    p50s = {k: [] for k in SESSIONS}
     segs = {m: [] for m in MODES}
+    loads = []
     for rep in range(reps):
-        order = sessions if rep % 2 == 0 else sessions[::-1]
+        order = SESSIONS if rep % 2 == 0 else SESSIONS[::-1]
         for key in order:
-            variant, ioeventfd, flags = key
-            tag = '%s-%s%s-%d' % (variant, 'on' if ioeventfd else 'off',
-                                  flags, rep)
-            p50, events = run(outdir, binaries, count, variant, ioeventfd,
-                              flags, tag)
+            variant, ioeventfd, flags, events = key
+            tag = '%s-%s%s-%s-%d' % (variant, 'on' if ioeventfd else 'off',
+                                     flags, events, rep)
+            loads.append(round(os.getloadavg()[0], 2))
+            p50, stream = run(outdir, binaries, count, variant, ioeventfd,
+                              flags, events, tag)
             p50s[key].append(p50)
             sc.log('breakdown %s: guest p50 %.0f us' % (tag, p50))
-            for m, (v, io, fl, chain, _) in MODES.items():
-                if (v, io, fl) == key:
-                    segs[m] += rounds(events, chain)[10:]
-    res = {'rounds': count, 'reps': reps, 'modes': {}}
-    for m, (v, io, fl, chain, names) in MODES.items():
+            for m, (sess, chain, _) in MODES.items():
+                if sess == key:
+                    segs[m] += rounds(stream, chain)[10:]
+    res = {'rounds': count, 'reps': reps, 'load': loads,
+           'binaries': {v: list(b) for v, b in binaries.items()},
+           'modes': {}}
+    for m, (key, chain, names) in MODES.items():
         rows = []
         for name, a, b in names + [('one direction, end to end', 0,
                                      len(chain) - 1)]:
@@ -210,26 +227,13 @@ def main():
             rows.append({'segment': name, 'median_us': statistics.median(vals),
                          'p90_us': pct(vals, 0.9), 'n': len(vals)})
         res['modes'][m] = {
-            'guest_rtt_p50_us': statistics.median(p50s[(v, io, fl)]),
+            'guest_rtt_p50_us': statistics.median(p50s[key]),
+            'guest_rtt_p50s_us': p50s[key],
             'segments': rows}
     with open(os.path.join(outdir, 'breakdown.json'), 'w') as f:
         json.dump(res, f, indent=1)
-    print(markdown(res))
-
-
-def markdown(res):
-    out = ['Traced doorbell ping-pong, vectors=1, %d rounds x %d sessions '
-           'per mode (interleaved), medians of every direction after 10 '
-           'warm-up ones; µs.' % (res['rounds'], res['reps']), '']
-    for m, r in res['modes'].items():
-        out += ['### %s: guest-measured round trip p50 %.0f µs'
-                % (m, r['guest_rtt_p50_us']), '',
-                '| segment | median (µs) | p90 (µs) |', '|---|---:|---:|']
-        for row in r['segments']:
-            out.append('| %s | %.0f | %.0f |' % (
-                row['segment'], row['median_us'], row['p90_us']))
-        out.append('')
-    return '\n'.join(out)
+        f.write('\n')
+    print(report.breakdown_markdown(res))
 
 
 if __name__ == '__main__':

@@ -1,33 +1,59 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Turn bench results (results.json) into Markdown tables and gnuplot PNGs.
+"""Every published benchmark figure, generated from a results JSON.
 
-  report.py OUTDIR        reads OUTDIR/results.json and the raw samples
-                          next to it; writes OUTDIR/summary.json (medians
-                          and ratios added), OUTDIR/results.md, rtt.png and
-                          join.png; prints the Markdown on stdout.
+  report.py OUTDIR
+      reads OUTDIR/results.json (bench/bench.py); writes OUTDIR/results.md,
+      OUTDIR/summary.json, rtt.png and join.png; prints the Markdown.
+  report.py --json FILE [--plots PREFIX]
+      prints the results page of FILE (bench/results/DATE.json); with
+      --plots, writes PREFIX-rtt.png and PREFIX-join.png.
+  report.py --readme README.md --json FILE
+      replaces README.md's block between the "bench-table" markers with
+      the table of FILE (--check: exit 1 if it differs instead).
+  report.py --breakdown FILE [--readme BREAKDOWN.md [--check]]
+      the traced round-trip breakdown (bench/breakdown.py's JSON): prints
+      its page, or replaces BREAKDOWN.md's "breakdown" block.
+
+The round-trip statistics are pooled over every round trip of every run
+(raw samples are in the JSON); run-to-run noise is judged from the
+per-run medians of interleaved runs: how often ours was slower than the
+other side in the same interleaved round, and a two-sided sign test on
+those counts.
 """
 
-import glob
 import json
+import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 
-VARIANTS = ('ours', 'ref')
 LAT_KEYS = ('min', 'p50', 'p99', 'max')
 CONFIG_NAMES = {
-    'v1-ioeventfd-on': 'doorbell, vectors=1, ioeventfd=on',
-    'v1-ioeventfd-off': 'doorbell, vectors=1, ioeventfd=off',
-    'v4-ioeventfd-on': 'doorbell, vectors=4, ioeventfd=on',
-    'v4-ioeventfd-off': 'doorbell, vectors=4, ioeventfd=off',
+    'v1-ioeventfd-on': 'vectors=1, ioeventfd=on',
+    'v1-ioeventfd-off': 'vectors=1, ioeventfd=off',
+    'v4-ioeventfd-on': 'vectors=4, ioeventfd=on',
+    'v4-ioeventfd-off': 'vectors=4, ioeventfd=off',
 }
+SIDE_NAMES = {
+    'ours': 'ours',
+    'pristine': 'pristine 10.0.2, our flags',
+    'stock': "stock (Debian's binary)",
+}
+ALPHA = 0.05
 
 
-def median_of(runs, key):
-    vals = [r[key] for r in runs if r.get('ok') and key in r]
-    return statistics.median(vals) if vals else None
+# ---------------------------------------------------------------------------
+# Statistics
+
+def percentiles(samples):
+    s = sorted(samples)
+    n = len(s)
+    if not n:
+        return {k: None for k in LAT_KEYS + ('count',)}
+    return {'min': s[0], 'p50': s[n // 2], 'p99': s[n * 99 // 100],
+            'max': s[-1], 'count': n}
 
 
 def ratio(a, b):
@@ -36,183 +62,579 @@ def ratio(a, b):
     return a / b
 
 
+def sign_test(slower, faster):
+    """Two-sided sign test p-value for SLOWER vs FASTER (ties dropped)."""
+    n = slower + faster
+    if n == 0:
+        return None
+    k = min(slower, faster)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def compare(runs_a, runs_b, key, higher_is_better=False):
+    """Interleaved rounds where both sides ran: A worse / better / tied."""
+    by_rep = {r['rep']: r for r in runs_b if r.get('ok') and key in r}
+    worse = better = tied = 0
+    for r in runs_a:
+        o = by_rep.get(r.get('rep'))
+        if not r.get('ok') or o is None or key not in r:
+            continue
+        a, b = r[key], o[key]
+        if higher_is_better:
+            a, b = -a, -b
+        if a > b:
+            worse += 1
+        elif a < b:
+            better += 1
+        else:
+            tied += 1
+    return {'worse': worse, 'better': better, 'tied': tied,
+            'pairs': worse + better + tied, 'p': sign_test(worse, better)}
+
+
+def latency_summary(per_variant, variants):
+    out = {}
+    for v in variants:
+        runs = per_variant.get(v, [])
+        ok = [r for r in runs if r.get('ok')]
+        pooled = []
+        for r in ok:
+            pooled += r.get('samples', [])
+        out[v] = percentiles(pooled)
+        p50s = [r['p50'] for r in ok]
+        out[v].update(
+            runs=len(runs), runs_ok=len(ok),
+            lost=sum(r.get('lost', 0) for r in runs),
+            run_p50_min=min(p50s) if p50s else None,
+            run_p50_max=max(p50s) if p50s else None,
+            load_min=min((r['load'] for r in runs if 'load' in r),
+                         default=None),
+            load_max=max((r['load'] for r in runs if 'load' in r),
+                         default=None))
+    out['vs'] = {}
+    for other in variants[1:]:
+        out['vs'][other] = {
+            'p50': ratio(out[variants[0]]['p50'], out[other]['p50']),
+            'p99': ratio(out[variants[0]]['p99'], out[other]['p99']),
+            'runs_p50': compare(per_variant.get(variants[0], []),
+                                per_variant.get(other, []), 'p50')}
+    if 'pristine' in variants and 'stock' in variants:
+        out['build'] = {
+            'p50': ratio(out['pristine']['p50'], out['stock']['p50']),
+            'p99': ratio(out['pristine']['p99'], out['stock']['p99']),
+            'runs_p50': compare(per_variant['pristine'],
+                                per_variant['stock'], 'p50')}
+    return out
+
+
+def bandwidth_summary(bw, variants):
+    out = {}
+    for v in variants:
+        runs = bw.get(v, [])
+        out[v] = {k: statistics.median(r[k] for r in runs) if runs else None
+                  for k in ('write_MBps', 'read_MBps')}
+        out[v]['verified_runs'] = sum(
+            1 for r in runs if r['readback_ok'] and r['peer_verified'])
+        out[v]['runs'] = len(runs)
+    out['vs'] = {}
+    for other in variants[1:]:
+        out['vs'][other] = {
+            k: ratio(out[variants[0]][k], out[other][k])
+            for k in ('write_MBps', 'read_MBps')}
+        for k in ('write_MBps', 'read_MBps'):
+            runs = [dict(r, ok=True) for r in bw.get(variants[0], [])]
+            oth = [dict(r, ok=True) for r in bw.get(other, [])]
+            out['vs'][other]['runs_' + k] = compare(runs, oth, k, True)
+    return out
+
+
+def join_summary(join, servers):
+    js = {}
+    for key, j in join.items():
+        e = {'peers': j['peers'], 'vectors': j['vectors']}
+        for v in servers:
+            runs = j.get(v, [])
+            ok = [r for r in runs if r['ok']]
+            if ok and len(ok) == len(runs):
+                e[v] = {k: statistics.median(r[k] for r in ok)
+                        for k in ('seconds', 'cpu_s', 'rss_kib_per_peer',
+                                  'fds_per_peer')}
+                e[v]['runs'] = len(runs)
+            else:
+                bad = [r for r in runs if not r['ok']]
+                e[v] = {'failed': bad[0]['error'] if bad else 'no runs',
+                        'runs': len(runs), 'runs_ok': len(ok)}
+        e['ratio'] = ratio(e[servers[0]].get('seconds'),
+                           e[servers[1]].get('seconds'))
+        js[key] = e
+    return js
+
+
+def variants_of(res):
+    return tuple(res.get('variants', ('ours', 'ref')))
+
+
+def servers_of(res):
+    for j in (res.get('join') or {}).values():
+        return tuple(v for v in variants_of(res) if v in j)
+    return variants_of(res)[:2]
+
+
+def summarize(res):
+    variants = variants_of(res)
+    summ = {k: res.get(k) for k in ('date', 'machine', 'load_start',
+                                    'load_end', 'duration_s', 'accel',
+                                    'settings', 'binaries', 'source')}
+    summ['variants'] = variants
+    if res.get('doorbell'):
+        summ['doorbell'] = {t: latency_summary(r, variants)
+                            for t, r in res['doorbell'].items()}
+    if res.get('polling'):
+        summ['polling'] = latency_summary(res['polling'], variants)
+    if res.get('bandwidth'):
+        summ['bandwidth'] = bandwidth_summary(res['bandwidth'], variants)
+    if res.get('join'):
+        summ['servers'] = servers_of(res)
+        summ['join'] = join_summary(res['join'], summ['servers'])
+        summ['sustained'] = res.get('sustained')
+    if res.get('host_floor'):
+        summ['host_floor'] = {
+            m: {k: statistics.median(r[k] for r in runs) for k in LAT_KEYS}
+            for m, runs in res['host_floor'].items()}
+    return summ
+
+
+# ---------------------------------------------------------------------------
+# Markdown
+
 def fmt(v, digits=1):
     if v is None:
         return '-'
     if isinstance(v, str):
         return v
+    if digits == 2 and 0 < abs(v) < 0.1:
+        return '%.2g' % v           # a ratio far below 1: keep 2 digits
     return '%.*f' % (digits, v)
 
 
-def latency_summary(per_variant):
-    """{'ours': [runs], 'ref': [runs]} -> medians, ratios, lost, runs."""
-    out = {}
-    for v in VARIANTS:
-        runs = per_variant.get(v, [])
-        out[v] = {k: median_of(runs, k) for k in LAT_KEYS}
-        out[v]['lost'] = sum(r.get('lost', 0) for r in runs)
-        out[v]['runs'] = len(runs)
-        out[v]['runs_ok'] = sum(1 for r in runs if r.get('ok'))
-    out['ratio'] = {k: ratio(out['ours'][k], out['ref'][k])
-                    for k in LAT_KEYS}
-    return out
+def us(v):
+    """Round-trip figures: integer µs above 10, one decimal below."""
+    if v is None:
+        return '-'
+    return '%.0f' % v if v >= 10 else '%.1f' % v
 
 
-def summarize(res):
-    summ = {'date': res['date'], 'machine': res['machine'],
-            'load_start': res.get('load_start'),
-            'load_end': res.get('load_end'),
-            'duration_s': res.get('duration_s'), 'accel': res.get('accel'),
-            'settings': res['settings'], 'binaries': res['binaries']}
-    if res.get('doorbell'):
-        summ['doorbell'] = {t: latency_summary(r)
-                            for t, r in res['doorbell'].items()}
-    if res.get('polling'):
-        summ['polling'] = latency_summary(res['polling'])
-    if res.get('bandwidth'):
-        bw = {}
-        for v in VARIANTS:
-            runs = res['bandwidth'][v]
-            bw[v] = {k: statistics.median(r[k] for r in runs)
-                     for k in ('write_MBps', 'read_MBps')}
-            bw[v]['verified_runs'] = sum(
-                1 for r in runs if r['readback_ok'] and r['peer_verified'])
-            bw[v]['runs'] = len(runs)
-        bw['ratio'] = {k: ratio(bw['ours'][k], bw['ref'][k])
-                       for k in ('write_MBps', 'read_MBps')}
-        summ['bandwidth'] = bw
-    if res.get('join'):
-        js = {}
-        for key, j in res['join'].items():
-            e = {'peers': j['peers'], 'vectors': j['vectors']}
-            for v in VARIANTS:
-                runs = j.get(v, [])
-                ok = [r for r in runs if r['ok']]
-                if ok and len(ok) == len(runs):
-                    e[v] = {k: statistics.median(r[k] for r in ok)
-                            for k in ('seconds', 'cpu_s',
-                                      'rss_kib_per_peer', 'fds_per_peer')}
-                    e[v]['runs'] = len(runs)
-                else:
-                    bad = [r for r in runs if not r['ok']]
-                    e[v] = {'failed': bad[0]['error'] if bad else 'no runs',
-                            'runs': len(runs), 'runs_ok': len(ok)}
-            e['ratio'] = ratio(e['ours'].get('seconds'),
-                               e['ref'].get('seconds'))
-            js[key] = e
-        summ['join'] = js
-        summ['sustained'] = res.get('sustained')
-    if res.get('host_floor'):
-        summ['host_floor'] = {
-            m: {k: median_of(runs, k) for k in LAT_KEYS}
-            for m, runs in res['host_floor'].items()}
-    return summ
+def fmt_p(p):
+    if p is None:
+        return '-'
+    if p < 0.001:
+        return '< 0.001'
+    return '%.2f' % p if p >= 0.01 else '%.3f' % p
 
 
-def lat_row(name, s):
-    o, f, r = s['ours'], s['ref'], s['ratio']
-    cells = [name] + [fmt(o[k]) for k in LAT_KEYS] + \
-        [fmt(f[k]) for k in LAT_KEYS] + \
-        [fmt(r['p50'], 2), fmt(r['p99'], 2),
-         '%d / %d' % (o['lost'], f['lost'])]
-    return '| ' + ' | '.join(cells) + ' |'
+def runs_text(c, what='slower'):
+    """'ours slower in 7 of 12 runs (p 0.77)'."""
+    if not c or not c['pairs']:
+        return 'no paired runs'
+    t = '%s in %d of %d runs' % (what, c['worse'], c['pairs'])
+    if c['tied']:
+        t += ' (%d tied)' % c['tied']
+    p = fmt_p(c['p'])
+    return t + ', sign test p %s%s' % ('' if p[0] == '<' else '= ', p)
 
 
-def markdown(summ):
+def verdict(c):
+    """What the paired runs support: a consistent difference or not."""
+    if not c or not c['pairs']:
+        return 'no paired runs'
+    if c['p'] is None:
+        return 'no difference (every pair tied)'
+    if c['p'] >= ALPHA:
+        return 'no consistent difference'
+    return 'consistently ' + ('slower' if c['worse'] > c['better']
+                              else 'faster')
+
+
+def header(summ):
     st = summ['settings']
     m = summ['machine']
-    lines = ['# ivshmem benchmarks: ours vs reference (%s)' % summ['date'],
+    src = summ.get('source') or {}
+    b = summ['binaries']
+    names = ', '.join('%s: `%s`' % (v, b[v]['qemu_version'])
+                      for v in summ['variants'])
+    return [
+        'Machine: %s, %d CPUs, %s GiB, Linux %s, shared with other work '
+        '(1-minute load average %.1f at start, %.1f at end; every run '
+        'records its own); %d s in all. Guests under %s. Source: commit '
+        '`%s`, series/ as of `%s`%s. Sides: %s. Ours is the series; pristine is QEMU 10.0.2 '
+        'without it, built with exactly our configure flags (so ours/'
+        'pristine is the device, not the build); stock is Debian\'s '
+        'qemu-system-x86 binary. Debian ships no ivshmem-server: stock '
+        'runs with the pristine one, and the server rows compare ours with '
+        'pristine. %d interleaved runs per configuration (every order of '
+        'the sides in turn), %d doorbell and %d polling round trips a run.'
+        % (m['cpu'], m['cpus'], m['mem_gib'], m['kernel'],
+           summ['load_start'] or 0, summ['load_end'] or 0,
+           summ['duration_s'] or 0, (summ.get('accel') or '-').upper(),
+           src.get('commit', '?')[:12],
+           src.get('series_commit', '?')[:12] + ' ("' +
+           src.get('series_commit', '? ?').split(' ', 1)[-1] + '")',
+           ' (with uncommitted changes in series/)'
+           if src.get('series_dirty') else '',
+           names, st['reps'], st['doorbell_count'], st['polling_count']),
+        '']
+
+
+def latency_section(summ):
+    variants = summ['variants']
+    rows = list(summ.get('doorbell', {}).items())
+    if summ.get('polling'):
+        rows.append(('polling', summ['polling']))
+    name = {t: ('shared-memory polling' if t == 'polling'
+                else 'doorbell, ' + CONFIG_NAMES.get(t, t)) for t, _ in rows}
+    lines = ['## Round trips (µs), pooled over every round trip of every run',
              '',
-             'Machine: %s, %d CPUs, %s GiB, Linux %s; load average %.1f at '
-             'start, %.1f at end; %d s. Guests under %s. Ours: the series '
-             'over %s, our ivshmem-server; reference: %s with the '
-             'ivshmem-server built from the same source. '
-             'Medians of %d runs (ours and reference interleaved); %d '
-             'doorbell and %d polling round trips a run.'
-             % (m['cpu'], m['cpus'], m['mem_gib'], m['kernel'],
-                summ['load_start'] or 0, summ['load_end'] or 0,
-                summ['duration_s'] or 0,
-                (summ.get('accel') or '-').upper(),
-                summ['binaries']['ours']['qemu_version'].replace(
-                    'QEMU emulator version ', 'QEMU '),
-                summ['binaries']['ref']['qemu_version'], st['reps'],
-                st['doorbell_count'], st['polling_count']), '']
-    if summ.get('doorbell') or summ.get('polling') or summ.get('host_floor'):
-        lines += ['## Round trips (µs)', '',
-                  '| scenario | ours min | ours p50 | ours p99 | ours max '
-                  '| ref min | ref p50 | ref p99 | ref max | p50 ours/ref '
-                  '| p99 ours/ref | lost doorbells ours / ref |',
-                  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:'
-                  '|---:|']
-        for tag, s in summ.get('doorbell', {}).items():
-            lines.append(lat_row(CONFIG_NAMES.get(tag, tag), s))
-        if summ.get('polling'):
-            lines.append(lat_row('shared-memory polling', summ['polling']))
-        for mode, s in summ.get('host_floor', {}).items():
-            name = {'eventfd': 'host floor: eventfd ping-pong',
-                    'cacheline': 'host floor: shared cache line'}[mode]
-            cells = [name] + [fmt(s[k], 2) for k in LAT_KEYS] + [''] * 7
-            lines.append('| ' + ' | '.join(cells) + ' |')
-        lines.append('')
+             '| scenario | side | min | p50 | p99 | max | round trips | '
+             'per-run p50 range | lost | load average range |',
+             '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for t, s in rows:
+        for v in variants:
+            d = s[v]
+            lines.append('| %s | %s | %s | %s | %s | %s | %d | %s-%s | %d '
+                         '| %s-%s |' % (
+                             name[t], SIDE_NAMES.get(v, v), us(d['min']),
+                             us(d['p50']), us(d['p99']), us(d['max']),
+                             d['count'] or 0, us(d['run_p50_min']),
+                             us(d['run_p50_max']), d['lost'],
+                             fmt(d['load_min']), fmt(d['load_max'])))
+    lines += ['', '## Comparisons', '',
+              'Ratios of the pooled p50 and p99; "slower in k of n runs" '
+              'compares the run medians of the sides within one '
+              'interleaved round; the sign test says how likely so uneven '
+              'a count would be if neither side were faster (p < %.2f: a '
+              'consistent difference; otherwise it is within the '
+              'run-to-run noise).' % ALPHA, '',
+              '| scenario | comparison | p50 ratio | p99 ratio | run medians '
+              '| verdict |', '|---|---|---:|---:|---|---|']
+    for t, s in rows:
+        comps = [('ours/' + o, s['vs'][o]) for o in variants[1:]]
+        if 'build' in s:
+            comps.append(('pristine/stock (build only)', s['build']))
+        for label, c in comps:
+            who = label.split('/')[0]
+            lines.append('| %s | %s | %s | %s | %s | %s |' % (
+                name[t], label, fmt(c['p50'], 2), fmt(c['p99'], 2),
+                runs_text(c['runs_p50'], who + ' slower'),
+                verdict(c['runs_p50'])))
+    lines.append('')
+    return lines
+
+
+def per_run_section(res, summ):
+    variants = summ['variants']
+    lines = ['## Every run', '',
+             'Per-run p50 / p99 in µs and the 1-minute load average when '
+             'the run started.', '',
+             '| scenario | run | ' + ' | '.join(
+                 '%s p50 / p99 (load)' % v for v in variants) + ' |',
+             '|---|---:|' + '---:|' * len(variants)]
+    sets = list((res.get('doorbell') or {}).items())
+    if res.get('polling'):
+        sets.append(('polling', res['polling']))
+    for t, per in sets:
+        reps = sorted({r['rep'] for v in variants for r in per.get(v, [])
+                       if 'rep' in r})
+        for rep in reps:
+            cells = []
+            for v in variants:
+                r = [x for x in per.get(v, []) if x.get('rep') == rep]
+                if not r:
+                    cells.append('-')
+                elif not r[0].get('ok'):
+                    cells.append('FAILED (lost %d)' % r[0].get('lost', 0))
+                else:
+                    cells.append('%s / %s (%s)' % (
+                        us(r[0]['p50']), us(r[0]['p99']),
+                        fmt(r[0].get('load'))))
+            lines.append('| %s | %d | %s |' % (
+                CONFIG_NAMES.get(t, t), rep, ' | '.join(cells)))
+    lines.append('')
+    return lines
+
+
+def bandwidth_section(summ):
+    bw = summ['bandwidth']
+    variants = summ['variants']
+    lines = ['## Guest memcpy bandwidth, BAR2 (MB/s, median of runs)', '',
+             '| direction | ' + ' | '.join(SIDE_NAMES.get(v, v)
+                                           for v in variants) +
+             ' | ' + ' | '.join('ours/%s' % o for o in variants[1:]) +
+             ' | ' + ' | '.join('runs ours slower than %s' % o
+                                for o in variants[1:]) + ' |',
+             '|---|' + '---:|' * (3 * len(variants) - 2)]
+    for k, label in (('write_MBps', 'write into BAR2'),
+                     ('read_MBps', 'read back from BAR2')):
+        lines.append('| %s | %s | %s | %s |' % (
+            label, ' | '.join(fmt(bw[v][k], 0) for v in variants),
+            ' | '.join(fmt(bw['vs'][o][k], 2) for o in variants[1:]),
+            ' | '.join(runs_text(bw['vs'][o]['runs_' + k], 'slower')
+                       for o in variants[1:])))
+    lines.append('| data verified by the peer (runs) | %s |%s' % (
+        ' | '.join('%d/%d' % (bw[v]['verified_runs'], bw[v]['runs'])
+                   for v in variants), ' |' * (2 * len(variants) - 2)))
+    lines.append('')
+    return lines
+
+
+def sustained_text(d):
+    if d is None:
+        return '-'
+    if d['capped']:
+        return '≥ %d (search cap)' % d['peers']
+    return '%d (fails at %d)' % (d['peers'], d['first_fail'])
+
+
+def join_section(summ):
+    a, b = summ['servers']
+    st = summ['settings']
+    lines = ['## Server: joins (%s server vs %s server)' % (a, b), '',
+             '| peers | -n | %s: time (s) | %s: time (s) | %s/%s | '
+             '%s: CPU (s) | %s: CPU (s) | %s: RSS/peer (KiB) | '
+             '%s: RSS/peer (KiB) | %s: fds/peer | %s: fds/peer |'
+             % (a, b, a, b, a, b, a, b, a, b),
+             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    rows = sorted(summ['join'].values(),
+                  key=lambda e: (e['vectors'], e['peers']))
+    for e in rows:
+        def cell(d, k, digits):
+            if 'failed' in d:
+                return 'FAIL' if k == 'seconds' else '-'
+            return fmt(d[k], digits)
+        o, f = e[a], e[b]
+        lines.append('| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | '
+                     '%s |' % (
+                         e['peers'], e['vectors'], cell(o, 'seconds', 4),
+                         cell(f, 'seconds', 4), fmt(e['ratio'], 2),
+                         cell(o, 'cpu_s', 2), cell(f, 'cpu_s', 2),
+                         cell(o, 'rss_kib_per_peer', 1),
+                         cell(f, 'rss_kib_per_peer', 1),
+                         cell(o, 'fds_per_peer', 2),
+                         cell(f, 'fds_per_peer', 2)))
+    fails = ['%s -n %d at %d peers: %s' % (v, e['vectors'], e['peers'],
+                                           e[v]['failed'])
+             for e in rows for v in (a, b)
+             if 'failed' in e[v] and not e[v]['failed'].startswith('skipped')]
+    lines.append('')
+    if fails:
+        lines += ['FAIL: ' + '; '.join(fails) + '. Larger counts are '
+                  'skipped for a server after its first failure.', '']
+    sus = summ.get('sustained') or {}
+    if sus:
+        lines += ['Largest peer count that joins completely with -n 1 '
+                  '(stall: no message for %g s): %s.' % (
+                      st['join_stall_s'], ', '.join(
+                          '%s %s' % (v, sustained_text(sus.get(v)))
+                          for v in (a, b))), '']
+    return lines
+
+
+def host_section(summ):
+    lines = ['## Host floor (µs, median of runs)', '',
+             '| mode | min | p50 | p99 | max |', '|---|---:|---:|---:|---:|']
+    for mode, s in summ['host_floor'].items():
+        name = {'eventfd': 'eventfd ping-pong between two host processes',
+                'cacheline': 'one shared cache line'}.get(mode, mode)
+        lines.append('| %s | %s |' % (name, ' | '.join(fmt(s[k], 2)
+                                                      for k in LAT_KEYS)))
+    lines.append('')
+    return lines
+
+
+def markdown(res, summ):
+    lines = ['# ivshmem benchmarks: ours, pristine 10.0.2, stock (%s)'
+             % summ['date'], '',
+             'Generated by `bench/report.py` from the JSON beside this '
+             'page; every run, with its raw round trips, is in it.', '']
+    lines += header(summ)
+    if summ.get('doorbell') or summ.get('polling'):
+        lines += latency_section(summ)
+    if summ.get('bandwidth'):
+        lines += bandwidth_section(summ)
+    if summ.get('join'):
+        lines += join_section(summ)
+    if summ.get('host_floor'):
+        lines += host_section(summ)
+    if res.get('doorbell') or res.get('polling'):
+        lines += per_run_section(res, summ)
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------
+# README table
+
+def readme_table(summ, json_rel):
+    variants = summ['variants']
+    others = variants[1:]
+    cols = ['metric'] + [SIDE_NAMES.get(v, v) for v in variants] + \
+        ['ours/%s' % o for o in others] + \
+        ['runs where ours was slower than %s (sign test p)' % o
+         for o in others]
+    lines = ['| ' + ' | '.join(cols) + ' |',
+             '| --- |' + ' ---: |' * (2 * len(variants) - 1) +
+             ' --- |' * len(others)]
+
+    def runs_cell(c):
+        if not c or not c['pairs']:
+            return '-'
+        return '%d of %d (%s)' % (c['worse'], c['pairs'], fmt_p(c['p']))
+
+    lat = list((summ.get('doorbell') or {}).items())
+    for t, s in lat:
+        cells = ['doorbell round trip p50 / p99, ' + CONFIG_NAMES.get(t, t)]
+        cells += ['%s / %s µs' % (us(s[v]['p50']), us(s[v]['p99']))
+                  for v in variants]
+        cells += ['%s / %s' % (fmt(s['vs'][o]['p50'], 2),
+                               fmt(s['vs'][o]['p99'], 2)) for o in others]
+        cells += [runs_cell(s['vs'][o]['runs_p50']) for o in others]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    if summ.get('polling'):
+        s = summ['polling']
+        cells = ['shared-memory polling round trip p50 / p99']
+        cells += ['%s / %s µs' % (us(s[v]['p50']), us(s[v]['p99']))
+                  for v in variants]
+        cells += ['%s / %s' % (fmt(s['vs'][o]['p50'], 2),
+                               fmt(s['vs'][o]['p99'], 2)) for o in others]
+        cells += [runs_cell(s['vs'][o]['runs_p50']) for o in others]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    if lat:
+        cells = ['lost doorbells (all configurations, %d round trips a side)'
+                 % sum(s[variants[0]]['count'] or 0 for _, s in lat)]
+        cells += ['%d' % sum(s[v]['lost'] for _, s in lat) for v in variants]
+        cells += [''] * (2 * len(others))
+        lines.append('| ' + ' | '.join(cells) + ' |')
     if summ.get('bandwidth'):
         bw = summ['bandwidth']
-        lines += ['## Guest memcpy bandwidth, BAR2 (MB/s)', '',
-                  '| direction | ours | ref | ours/ref |', '|---|---:|---:|---:|']
-        for k, name in (('write_MBps', 'write into BAR2'),
-                        ('read_MBps', 'read back from BAR2')):
-            lines.append('| %s | %s | %s | %s |' % (
-                name, fmt(bw['ours'][k], 0), fmt(bw['ref'][k], 0),
-                fmt(bw['ratio'][k], 2)))
-        lines.append('| data verified by the peer (runs) | %d/%d | %d/%d | |'
-                     % (bw['ours']['verified_runs'], bw['ours']['runs'],
-                        bw['ref']['verified_runs'], bw['ref']['runs']))
-        lines.append('')
+        cells = ['guest memcpy into / out of BAR2 (median of runs)']
+        cells += ['%s / %s MB/s' % (fmt(bw[v]['write_MBps'], 0),
+                                    fmt(bw[v]['read_MBps'], 0))
+                  for v in variants]
+        cells += ['%s / %s' % (fmt(bw['vs'][o]['write_MBps'], 2),
+                               fmt(bw['vs'][o]['read_MBps'], 2))
+                  for o in others]
+        cells += ['%s / %s' % (runs_cell(bw['vs'][o]['runs_write_MBps']),
+                               runs_cell(bw['vs'][o]['runs_read_MBps']))
+                  for o in others]
+        lines.append('| ' + ' | '.join(cells) + ' |')
     if summ.get('join'):
-        lines += ['## Server: joins', '',
-                  '| peers | -n | ours: time (s) | ref: time (s) | '
-                  'ours/ref | ours: CPU (s) | ref: CPU (s) | '
-                  'ours: RSS/peer (KiB) | ref: RSS/peer (KiB) | '
-                  'ours: fds/peer | ref: fds/peer |',
-                  '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-        rows = sorted(summ['join'].values(),
-                      key=lambda e: (e['vectors'], e['peers']))
-        for e in rows:
-            o, f = e['ours'], e['ref']
+        a, b = summ['servers']
 
-            def cell(d, k, digits):
-                if 'failed' in d:
-                    return 'FAIL' if k == 'seconds' else '-'
-                return fmt(d[k], digits)
-            lines.append('| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s '
-                         '| %s |' % (
-                             e['peers'], e['vectors'],
-                             cell(o, 'seconds', 4), cell(f, 'seconds', 4),
-                             fmt(e['ratio'], 2), cell(o, 'cpu_s', 2),
-                             cell(f, 'cpu_s', 2),
-                             cell(o, 'rss_kib_per_peer', 1),
-                             cell(f, 'rss_kib_per_peer', 1),
-                             cell(o, 'fds_per_peer', 2),
-                             cell(f, 'fds_per_peer', 2)))
-        fails = ['%s -n %d at %d peers: %s' % (v, e['vectors'], e['peers'],
-                                               e[v]['failed'])
-                 for e in rows for v in VARIANTS
-                 if 'failed' in e[v] and not
-                 e[v]['failed'].startswith('skipped')]
-        lines.append('')
-        if fails:
-            lines += ['FAIL: ' + '; '.join(fails) + '. Larger counts are '
-                      'skipped for a server after its first failure.', '']
+        def side(v):
+            return v if v in (a, b) else None
+
+        def jcell(e, v):
+            if side(v) is None:
+                return 'no server'
+            d = e[v]
+            if 'failed' in d:
+                if d['failed'].startswith('skipped: failed at'):
+                    return 'fails (at %s)' % d['failed'].split()[-2]
+                return 'fails'
+            return '%.1f s' % d['seconds'] if d['seconds'] >= 1 else \
+                '%.3f s' % d['seconds']
+        for e in sorted(summ['join'].values(),
+                        key=lambda e: (e['vectors'], e['peers'])):
+            if e['peers'] < 1000:
+                continue
+            cells = ['server: %d peers join, `-n %d` (median of %d)'
+                     % (e['peers'], e['vectors'], e[a].get('runs', 0))]
+            cells += [jcell(e, v) for v in variants]
+            cells += [fmt(ratio(e[a].get('seconds'),
+                                e[o].get('seconds')), 2) if side(o) else ''
+                      for o in others]
+            cells += [''] * len(others)
+            lines.append('| ' + ' | '.join(cells) + ' |')
         sus = summ.get('sustained') or {}
         if sus:
-            def s_text(d):
-                if d['capped']:
-                    return '≥ %d (search cap)' % d['peers']
-                return '%d (fails at %d)' % (d['peers'], d['first_fail'])
-            lines += ['Largest peer count that joins completely with -n 1 '
-                      '(stall: no message for %g s): ours %s, reference %s.'
-                      % (st['join_stall_s'], s_text(sus['ours']),
-                         s_text(sus['ref'])), '']
+            cells = ['server: largest peer count, `-n 1`']
+            cells += [sustained_text(sus.get(v)) if side(v) else 'no server'
+                      for v in variants]
+            cells += [''] * (2 * len(others))
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    # What the paired runs support, in words generated from the data.
+    notes = []
+    for t, s in lat + ([('polling', summ['polling'])]
+                       if summ.get('polling') else []):
+        what = ('polling' if t == 'polling'
+                else CONFIG_NAMES.get(t, t))
+        parts = []
+        for o in others:
+            c = s['vs'][o]['runs_p50']
+            parts.append('ours vs %s: %s' % (o, verdict(c)))
+        if 'build' in s:
+            parts.append('pristine vs stock: %s'
+                         % verdict(s['build']['runs_p50']))
+        notes.append('- %s: %s.' % (what, '; '.join(parts)))
+    st = summ['settings']
+    loads = [s[v][k] for _, s in lat for v in variants
+             for k in ('load_min', 'load_max') if s[v][k] is not None]
+    lines.append(
+        'Generated by `bench/report.py` from [%s](%s) (%d interleaved runs '
+        'per configuration, %d round trips a run, TCG guests, series/ as of '
+        'commit `%s`, '
+        '1-minute load average %s-%s during the runs). p50/p99 are pooled '
+        'over every round trip; per run, ours against each side (sign test, '
+        'p < %.2f counts as a consistent difference):\n\n%s'
+        % (json_rel, json_rel, st['reps'], st['doorbell_count'],
+           (summ.get('source') or {}).get('series_commit', '?')[:12],
+           fmt(min(loads) if loads else None),
+           fmt(max(loads) if loads else None), ALPHA, '\n'.join(notes)))
     return '\n'.join(lines)
+
+
+def replace_block(path, name, text, check):
+    begin = '<!-- %s: begin (generated by bench/report.py) -->' % name
+    end = '<!-- %s: end -->' % name
+    doc = open(path).read()
+    if begin not in doc or end not in doc:
+        sys.exit('report: %s has no %s markers' % (path, name))
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = head + begin + '\n' + text.rstrip('\n') + '\n' + end + tail
+    if check:
+        if new != doc:
+            sys.exit('report: %s: the %s block differs from the JSON'
+                     % (path, name))
+        return
+    with open(path, 'w') as f:
+        f.write(new)
+
+
+# ---------------------------------------------------------------------------
+# Traced breakdown (bench/breakdown.py's JSON)
+
+def breakdown_markdown(res):
+    out = ['Generated by `bench/report.py` from the breakdown JSON. Traced '
+           'doorbell ping-pong, vectors=1, %d rounds x %d sessions per mode '
+           '(interleaved), medians of every direction after 10 warm-up '
+           'ones; µs.' % (res['rounds'], res['reps']), '']
+    if res.get('load'):
+        out += ['1-minute load average at the start of each session: %s.'
+                % ', '.join('%.1f' % x for x in res['load']), '']
+    for m, r in res['modes'].items():
+        p50s = r.get('guest_rtt_p50s_us')
+        out += ['### %s: guest-measured round trip p50 %.0f µs%s'
+                % (m, r['guest_rtt_p50_us'],
+                   ' (sessions: %s)' % ', '.join('%.0f' % x for x in p50s)
+                   if p50s else ''), '',
+                '| segment | median (µs) | p90 (µs) | directions |',
+                '|---|---:|---:|---:|']
+        for row in r['segments']:
+            out.append('| %s | %.0f | %.0f | %d |' % (
+                row['segment'], row['median_us'], row['p90_us'], row['n']))
+        out.append('')
+    return '\n'.join(out)
 
 
 # ---------------------------------------------------------------------------
@@ -226,61 +648,62 @@ def write_cdf(samples, path):
             f.write('%g %g\n' % (x, (i + 1) / n))
 
 
-def pooled(outdir, pattern):
-    vals = []
-    for p in sorted(glob.glob(os.path.join(outdir, pattern))):
-        vals += [float(x) for x in open(p).read().split()]
-    return vals
-
-
-def plots(outdir, summ):
+def plots(res, summ, prefix):
     if not shutil.which('gnuplot'):
         print('report: gnuplot missing, no plots', file=sys.stderr)
         return
-    pdir = os.path.join(outdir, 'plot')
+    pdir = prefix + '-plot'
     os.makedirs(pdir, exist_ok=True)
+    try:
+        _plots(res, summ, prefix, pdir)
+    finally:
+        shutil.rmtree(pdir, ignore_errors=True)
+
+
+def _plots(res, summ, prefix, pdir):
+    variants = summ['variants']
     left, right = [], []
     colors = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728']
-    for i, tag in enumerate(summ.get('doorbell', {})):
-        for v in VARIANTS:
-            vals = pooled(outdir, 'doorbell-%s-%s-*.dat' % (tag, v))
+    dts = {v: i + 1 for i, v in enumerate(variants)}
+    for i, (tag, per) in enumerate((res.get('doorbell') or {}).items()):
+        for v in variants:
+            vals = [x for r in per.get(v, []) if r.get('ok')
+                    for x in r.get('samples', [])]
             if not vals:
                 continue
             path = os.path.join(pdir, 'cdf-%s-%s.dat' % (tag, v))
             write_cdf(vals, path)
             left.append("'%s' w l lw 2 dt %d lc rgb '%s' t '%s %s'" % (
-                path, 1 if v == 'ours' else 2, colors[i % 4], v,
+                path, dts[v], colors[i % 4], v,
                 tag.replace('-ioeventfd-', ' ioeventfd=')))
-    extra = [('polling-ours-*.dat', 'ours polling', 1, colors[0]),
-             ('polling-ref-*.dat', 'ref polling', 2, colors[0]),
-             ('floor-eventfd-*.dat', 'host eventfd', 1, colors[3]),
-             ('floor-cacheline-*.dat', 'host cache line', 1, colors[2])]
-    for pat, title, dt, color in extra:
-        vals = pooled(outdir, pat)
+    for v in variants:
+        vals = [x for r in (res.get('polling') or {}).get(v, [])
+                if r.get('ok') for x in r.get('samples', [])]
         if vals:
-            path = os.path.join(pdir, 'cdf-' + pat.split('*')[0] + 'all.dat')
+            path = os.path.join(pdir, 'cdf-polling-%s.dat' % v)
             write_cdf(vals, path)
-            right.append("'%s' w l lw 2 dt %d lc rgb '%s' t '%s'"
-                         % (path, dt, color, title))
+            right.append("'%s' w l lw 2 dt %d lc rgb '%s' t '%s polling'"
+                         % (path, dts[v], colors[0], v))
     script = ["set terminal pngcairo size 1400,560 font 'sans,10'",
-              "set output '%s'" % os.path.join(outdir, 'rtt.png'),
+              "set output '%s-rtt.png'" % prefix,
               'set multiplot layout 1,2',
-              'set logscale x', 'set grid', "set ylabel 'fraction of round trips'",
+              'set logscale x', 'set grid',
+              "set ylabel 'fraction of round trips'",
               "set xlabel 'round trip (µs, log scale)'",
               'set key bottom right', 'set yrange [0:1]']
     if left:
         script += ["set title 'Doorbell round trip between two guests: CDF'",
                    'plot ' + ', '.join(left)]
     if right:
-        script += ["set title 'Polling round trip (guests) and host floor: "
-                   "CDF'", 'plot ' + ', '.join(right)]
+        script += ["set title 'Shared-memory polling round trip: CDF'",
+                   'plot ' + ', '.join(right)]
     script.append('unset multiplot')
     if left or right:
         run_gnuplot(script, pdir, 'rtt.gp')
 
     curves = []
-    for v in VARIANTS:
-        for n in summ.get('settings', {}).get('join_vectors', []):
+    for v in summ.get('servers') or ():
+        for n in summ['settings'].get('join_vectors', []):
             pts = [(e['peers'], e[v]['seconds'])
                    for e in (summ.get('join') or {}).values()
                    if e['vectors'] == n and 'seconds' in e[v]]
@@ -291,11 +714,11 @@ def plots(outdir, summ):
                 for p, t in sorted(pts):
                     f.write('%d %g\n' % (p, t))
             curves.append("'%s' w lp lw 2 pt 7 dt %d t '%s -n %d'" % (
-                path, 1 if v == 'ours' else 2, v, n))
+                path, dts[v], v, n))
     if curves:
         run_gnuplot([
             "set terminal pngcairo size 800,560 font 'sans,10'",
-            "set output '%s'" % os.path.join(outdir, 'join.png'),
+            "set output '%s-join.png'" % prefix,
             'set logscale xy', 'set grid', 'set key top left',
             "set title 'Server: time for N peers to join (median; missing "
             "points failed)'",
@@ -313,18 +736,54 @@ def run_gnuplot(script, pdir, name):
               file=sys.stderr)
 
 
+# ---------------------------------------------------------------------------
+
 def main():
-    outdir = sys.argv[1]
+    args = sys.argv[1:]
+    opts = {}
+    check = False
+    while args and args[0].startswith('--'):
+        a = args.pop(0)
+        if a == '--check':
+            check = True
+        else:
+            opts[a] = args.pop(0)
+    if '--breakdown' in opts:
+        res = json.load(open(opts['--breakdown']))
+        md = breakdown_markdown(res)
+        if '--readme' in opts:
+            replace_block(opts['--readme'], 'breakdown', md, check)
+        else:
+            print(md)
+        return
+    if '--json' in opts:
+        path = opts['--json']
+        res = json.load(open(path))
+        summ = summarize(res)
+        if '--readme' in opts:
+            rel = os.path.relpath(os.path.abspath(path), os.path.dirname(
+                os.path.abspath(opts['--readme'])))
+            replace_block(opts['--readme'], 'bench-table',
+                          readme_table(summ, rel), check)
+            return
+        if '--plots' in opts:
+            plots(res, summ, opts['--plots'])
+        print(markdown(res, summ))
+        return
+    outdir = args[0]
     res = json.load(open(os.path.join(outdir, 'results.json')))
     summ = summarize(res)
-    summ['runs'] = res
     with open(os.path.join(outdir, 'summary.json'), 'w') as f:
         json.dump(summ, f, indent=1)
         f.write('\n')
-    md = markdown(summ)
+    md = markdown(res, summ)
     with open(os.path.join(outdir, 'results.md'), 'w') as f:
         f.write(md + '\n')
-    plots(outdir, summ)
+    plots(res, summ, os.path.join(outdir, 'plot'))
+    for p in ('rtt', 'join'):
+        src = os.path.join(outdir, 'plot-%s.png' % p)
+        if os.path.exists(src):
+            os.replace(src, os.path.join(outdir, p + '.png'))
     print(md)
 
 

@@ -8,6 +8,7 @@ plain data (dicts and lists) that bench/bench.py stores as JSON; raw
 samples go to files in the output directory, for the plots.
 """
 
+import itertools
 import os
 import re
 import subprocess
@@ -18,7 +19,11 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, 'e2e'))
 import ivshmem_e2e as e2e          # noqa: E402
 
-VARIANTS = ('ours', 'ref')
+# ours: the series; pristine: QEMU 10.0.2 without it, built with our
+# configure flags; stock: Debian's binary (with the pristine server: Debian
+# ships none).  The server scenarios compare the two servers there are.
+VARIANTS = ('ours', 'pristine', 'stock')
+SERVER_VARIANTS = ('ours', 'pristine')
 
 
 def log(msg):
@@ -33,9 +38,17 @@ def percentiles(samples):
             'max': s[-1], 'count': n}
 
 
-def order(rep):
-    """ours first on even runs, the reference first on odd ones."""
-    return VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
+def order(rep, variants=VARIANTS):
+    """The variants' order in run REP: every permutation in turn, so that
+    each variant runs first, second, ... equally often over a multiple of
+    len(variants)! runs."""
+    perms = list(itertools.permutations(variants))
+    return perms[rep % len(perms)]
+
+
+def load():
+    """1-minute load average, recorded with every run."""
+    return round(os.getloadavg()[0], 2)
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +111,8 @@ class Pair:
         with open(raw_path, 'w') as f:
             f.write('\n'.join('%.1f' % x for x in samples) + '\n')
         r = percentiles(samples)
-        r.update(ok=len(samples) == count, lost=count - len(samples))
+        r.update(ok=len(samples) == count, lost=count - len(samples),
+                 samples=samples)
         return r
 
     def bandwidth(self, mib, seed):
@@ -138,18 +152,24 @@ def guest_config(binaries, vectors, ioeventfd, reps, count, outdir,
         for rep in range(reps):
             for v in order(rep):
                 p = pairs[v]
+                before = load()
                 r = p.doorbell(count, os.path.join(
                     outdir, 'doorbell-%s-%s-%d.dat' % (tag, v, rep)))
+                r.update(rep=rep, load=before)
                 res['doorbell'][v].append(r)
                 log('%s %s run %d doorbell: %s' % (tag, v, rep, brief(r)))
                 if 'polling' in extras:
+                    before = load()
                     r = p.polling(extras['polling'], os.path.join(
                         outdir, 'polling-%s-%d.dat' % (v, rep)))
+                    r.update(rep=rep, load=before)
                     res['polling'][v].append(r)
                     log('%s run %d polling: %s' % (v, rep, brief(r)))
                 if 'bandwidth' in extras:
+                    before = load()
                     r = p.bandwidth(extras['bandwidth'],
-                                    1000 * rep + (v == 'ref') + 1)
+                                    1000 * rep + VARIANTS.index(v) + 1)
+                    r.update(rep=rep, load=before)
                     res['bandwidth'][v].append(r)
                     log('%s run %d bandwidth: %s' % (v, rep, r))
     except e2e.E2EError:
@@ -171,6 +191,13 @@ def brief(r):
 # Server joins (bench/server-join.c)
 
 def join_once(binary, server, peers, vectors, stall):
+    before = load()
+    r = join_run(binary, server, peers, vectors, stall)
+    r['load'] = before
+    return r
+
+
+def join_run(binary, server, peers, vectors, stall):
     out = subprocess.run([binary, server, str(peers), str(vectors),
                           str(stall)], stdout=subprocess.PIPE,
                          check=False).stdout.decode().strip()
@@ -191,10 +218,10 @@ def joins(binary, servers, peers_list, vectors_list, reps, big_reps, stall):
         for peers in peers_list:
             key = 'n%d-p%d' % (vectors, peers)
             res[key] = {'peers': peers, 'vectors': vectors}
-            runs = {v: [] for v in VARIANTS}
+            runs = {v: [] for v in servers}
             n = big_reps if peers >= 1000 else reps
             for rep in range(n):
-                for v in order(rep):
+                for v in order(rep, tuple(servers)):
                     if (v, vectors) in failed_at:
                         continue
                     r = join_once(binary, servers[v], peers, vectors, stall)
@@ -206,7 +233,7 @@ def joins(binary, servers, peers_list, vectors_list, reps, big_reps, stall):
                     if not r['ok'] and rep == 0:
                         # a stall repeats itself: one failure is enough
                         failed_at[(v, vectors)] = peers
-            for v in VARIANTS:
+            for v in servers:
                 if not runs[v] and (v, vectors) in failed_at:
                     runs[v] = [{'ok': False, 'error': 'skipped: failed at '
                                 '%d peers' % failed_at[(v, vectors)]}]
