@@ -288,7 +288,25 @@ static bool server_start_nofile(Server *s, rlim_t nofile, ...)
     return ret;
 }
 
-/* SIGTERM the server; returns its wait status (-1: had to kill it) */
+/* @text as diagnostics, one "# " line per line */
+static void diag_lines(const char *what, const char *text)
+{
+    const char *nl;
+
+    diag("%s:", what);
+    for (; *text; text = nl + 1) {
+        nl = strchrnul(text, '\n');
+        diag("  %.*s", (int)(nl - text), text);
+        if (!*nl) {
+            break;
+        }
+    }
+}
+
+/*
+ * SIGTERM the server; returns its wait status, or -1 if it had to be
+ * killed or had already exited on its own (its log says why).
+ */
 static int server_stop(Server *s)
 {
     char path[128];
@@ -297,8 +315,16 @@ static int server_stop(Server *s)
     if (s->pid <= 0) {
         return -1;
     }
-    kill(s->pid, SIGTERM);
-    status = wait_pid(s->pid, 10);
+    if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+        untrack(s->pid);
+        diag("server %d exited before the test stopped it (status 0x%x)",
+             s->pid, status);
+        diag_lines("its log", slurp(s->log));
+        status = -1;
+    } else {
+        kill(s->pid, SIGTERM);
+        status = wait_pid(s->pid, 10);
+    }
     s->pid = 0;
     if (s->shm[0]) {
         snprintf(path, sizeof(path), "/%s", s->shm);
