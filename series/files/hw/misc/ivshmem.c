@@ -122,9 +122,10 @@ struct IvshmemState {
     uint32_t vectors;
     bool msi;
     bool ioeventfd;
-    bool master;
+    OnOffAuto master_opt;       /* ivshmem-plain, ivshmem-doorbell */
 
     /* Configuration derived at realize */
+    bool master;                /* owns the memory: migrates it */
     IvshmemKind kind;
     uint64_t size;              /* wanted BAR2 size, 0: the object's size */
     bool use_msix;
@@ -567,6 +568,13 @@ fail:
     return false;
 }
 
+static const char *ivshmem_id(IvshmemState *s)
+{
+    DeviceState *dev = DEVICE(s);
+
+    return dev->id ? dev->id : object_get_typename(OBJECT(s));
+}
+
 static bool ivshmem_take_memdev(IvshmemState *s, Error **errp)
 {
     g_autofree char *name = NULL;
@@ -582,9 +590,10 @@ static bool ivshmem_take_memdev(IvshmemState *s, Error **errp)
         return false;
     }
     if (!s->memdev->share) {
-        error_setg(errp, "property 'memdev': memory backend '%s' must be "
-                   "created with share=on", name);
-        return false;
+        warn_report("ivshmem-plain '%s': memory backend '%s' has share=off, "
+                    "so the memory is private to this VM and shared with no "
+                    "one; create the backend with share=on to share it",
+                    ivshmem_id(s), name);
     }
     s->shm = host_memory_backend_get_memory(s->memdev);
     if (!ivshmem_check_size(memory_region_size(s->shm),
@@ -602,6 +611,10 @@ static bool ivshmem_take_memdev(IvshmemState *s, Error **errp)
 static bool ivshmem_check_master_id(IvshmemState *s, uint16_t id,
                                     Error **errp)
 {
+    /* master=auto: the peer the server numbers 0 owns the memory. */
+    if (s->master_opt == ON_OFF_AUTO_AUTO) {
+        s->master = id == 0;
+    }
     /*
      * An incoming master connects while its source still holds ID 0: the
      * check was made on the source.
@@ -735,13 +748,6 @@ static void ivshmem_setup_expired(IvshmemState *s, const IvshmemProto *p,
 }
 
 /* Reconnection: a second session, adopted once it is complete */
-
-static const char *ivshmem_id(IvshmemState *s)
-{
-    DeviceState *dev = DEVICE(s);
-
-    return dev->id ? dev->id : object_get_typename(OBJECT(s));
-}
 
 /* The restarted server must share the object BAR2 already maps. */
 static bool ivshmem_same_memory(IvshmemState *s, int fd, Error **errp)
@@ -1214,6 +1220,9 @@ static bool ivshmem_parse_config(IvshmemState *s, Error **errp)
             return false;
         }
         s->use_msix = true;
+        s->master = s->master_opt == ON_OFF_AUTO_ON;   /* auto: at setup */
+    } else {
+        s->master = s->master_opt != ON_OFF_AUTO_OFF;  /* auto: always */
     }
     if (qemu_chr_fe_backend_connected(&s->server) &&
         (s->vectors == 0 || s->vectors > IVSHMEM_MAX_MSIX)) {
@@ -1240,11 +1249,16 @@ static bool ivshmem_init_msix(IvshmemState *s, Error **errp)
     return true;
 }
 
+/*
+ * The region is registered on every peer, as 10.0.2 does: a destination
+ * that is not master then gets as far as ivshmem_pre_load(), which says
+ * why it refuses the state, instead of failing on an unknown RAM block.
+ */
 static bool ivshmem_setup_migration(IvshmemState *s, Error **errp)
 {
+    vmstate_register_ram(s->shm, DEVICE(s));
+    s->ram_registered = true;
     if (s->master) {
-        vmstate_register_ram(s->shm, DEVICE(s));
-        s->ram_registered = true;
         return true;
     }
     error_setg(&s->migration_blocker, "Migration is disabled while the "
@@ -1346,6 +1360,25 @@ static void ivshmem_reset(DeviceState *dev)
     /* The PCI core resets MSI-X; the server connection stays up. */
 }
 
+/*
+ * Only the peer that owns the memory migrates: the source of a non-master
+ * is blocked, and a non-master destination refuses the state.
+ */
+static int ivshmem_pre_load(void *opaque)
+{
+    IvshmemState *s = opaque;
+
+    if (!s->master) {
+        error_report("ivshmem '%s': cannot load the incoming state: peer "
+                     "devices are not migratable, start the destination "
+                     "with %s", ivshmem_id(s),
+                     s->kind == IVSHMEM_KIND_LEGACY ? "role=master" :
+                     "master=on");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int ivshmem_post_load(void *opaque, int version_id)
 {
     IvshmemState *s = opaque;
@@ -1354,10 +1387,46 @@ static int ivshmem_post_load(void *opaque, int version_id)
     return 0;
 }
 
-static const VMStateDescription ivshmem_vmstate = {
-    .name = "ivshmem",
+/*
+ * The sections of ivshmem-plain and ivshmem-doorbell are those of QEMU
+ * 10.0.2 (name, version 0, field order), so guests migrate between the
+ * two both ways.  The legacy ivshmem's section is this series' own
+ * (docs/specs/ivshmem-spec.rst).
+ */
+static const VMStateDescription ivshmem_plain_vmstate = {
+    .name = TYPE_IVSHMEM_PLAIN,
+    .version_id = 0,
+    .minimum_version_id = 0,
+    .pre_load = ivshmem_pre_load,
+    .post_load = ivshmem_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
+        VMSTATE_UINT32(intr_status, IvshmemState),
+        VMSTATE_UINT32(intr_mask, IvshmemState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static const VMStateDescription ivshmem_doorbell_vmstate = {
+    .name = TYPE_IVSHMEM_DOORBELL,
+    .version_id = 0,
+    .minimum_version_id = 0,
+    .pre_load = ivshmem_pre_load,
+    .post_load = ivshmem_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
+        VMSTATE_MSIX(parent_obj, IvshmemState),
+        VMSTATE_UINT32(intr_status, IvshmemState),
+        VMSTATE_UINT32(intr_mask, IvshmemState),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static const VMStateDescription ivshmem_legacy_vmstate = {
+    .name = TYPE_IVSHMEM,
     .version_id = 1,
     .minimum_version_id = 1,
+    .pre_load = ivshmem_pre_load,
     .post_load = ivshmem_post_load,
     .fields = (const VMStateField[]) {
         VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
@@ -1381,14 +1450,17 @@ static void ivshmem_common_class_init(ObjectClass *oc, void *data)
     pci->subsystem_id = IVSHMEM_SUBSYS_ID;
 
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
-    dc->vmsd = &ivshmem_vmstate;
     device_class_set_legacy_reset(dc, ivshmem_reset);
     pci->exit = ivshmem_unrealize;
     pci->realize = ivshmem_realize;
 }
 
-static const char *const ivshmem_descr_master =
+static const char *const ivshmem_descr_plain_master =
+    "on/auto: this peer owns the shared memory and migrates its contents; "
+    "off: migration is blocked while the device is present";
+static const char *const ivshmem_descr_doorbell_master =
     "on: this peer owns the shared memory and migrates its contents; "
+    "auto: the same if the server makes it peer 0; "
     "off: migration is blocked while the device is present";
 static const char *const ivshmem_descr_chardev =
     "socket chardev connected to an ivshmem server";
@@ -1402,7 +1474,8 @@ static const char *const ivshmem_descr_ioeventfd =
 static const Property ivshmem_plain_properties[] = {
     DEFINE_PROP_LINK("memdev", IvshmemState, memdev, TYPE_MEMORY_BACKEND,
                      HostMemoryBackend *),
-    DEFINE_PROP_BOOL("master", IvshmemState, master, false),
+    DEFINE_PROP_ON_OFF_AUTO("master", IvshmemState, master_opt,
+                            ON_OFF_AUTO_OFF),
 };
 
 static void ivshmem_plain_init(Object *obj)
@@ -1416,11 +1489,13 @@ static void ivshmem_plain_class_init(ObjectClass *oc, void *data)
     PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
 
     k->revision = 1;
+    dc->vmsd = &ivshmem_plain_vmstate;
     device_class_set_props(dc, ivshmem_plain_properties);
     dc->desc = "Inter-VM shared memory";
     object_class_property_set_description(oc, "memdev",
         "host memory backend (share=on) holding the shared memory");
-    object_class_property_set_description(oc, "master", ivshmem_descr_master);
+    object_class_property_set_description(oc, "master",
+                                          ivshmem_descr_plain_master);
 }
 
 /* ivshmem-doorbell */
@@ -1429,7 +1504,8 @@ static const Property ivshmem_doorbell_properties[] = {
     DEFINE_PROP_CHR("chardev", IvshmemState, server),
     DEFINE_PROP_UINT32("vectors", IvshmemState, vectors, 1),
     DEFINE_PROP_BOOL("ioeventfd", IvshmemState, ioeventfd, true),
-    DEFINE_PROP_BOOL("master", IvshmemState, master, false),
+    DEFINE_PROP_ON_OFF_AUTO("master", IvshmemState, master_opt,
+                            ON_OFF_AUTO_OFF),
 };
 
 static void ivshmem_doorbell_init(Object *obj)
@@ -1443,6 +1519,7 @@ static void ivshmem_doorbell_class_init(ObjectClass *oc, void *data)
     PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
 
     k->revision = 1;
+    dc->vmsd = &ivshmem_doorbell_vmstate;
     device_class_set_props(dc, ivshmem_doorbell_properties);
     dc->desc = "Inter-VM shared memory with doorbell interrupts";
     object_class_property_set_description(oc, "chardev",
@@ -1451,7 +1528,8 @@ static void ivshmem_doorbell_class_init(ObjectClass *oc, void *data)
                                           ivshmem_descr_vectors);
     object_class_property_set_description(oc, "ioeventfd",
                                           ivshmem_descr_ioeventfd);
-    object_class_property_set_description(oc, "master", ivshmem_descr_master);
+    object_class_property_set_description(oc, "master",
+                                          ivshmem_descr_doorbell_master);
 }
 
 /* ivshmem: the original interface, still generated by libvirt */
@@ -1468,7 +1546,10 @@ static const Property ivshmem_legacy_properties[] = {
 
 static void ivshmem_legacy_init(Object *obj)
 {
-    IVSHMEM_COMMON(obj)->kind = IVSHMEM_KIND_LEGACY;
+    IvshmemState *s = IVSHMEM_COMMON(obj);
+
+    s->kind = IVSHMEM_KIND_LEGACY;
+    s->master_opt = ON_OFF_AUTO_OFF;    /* role=master sets master */
 }
 
 static void ivshmem_legacy_class_init(ObjectClass *oc, void *data)
@@ -1477,6 +1558,7 @@ static void ivshmem_legacy_class_init(ObjectClass *oc, void *data)
     PCIDeviceClass *k = PCI_DEVICE_CLASS(oc);
 
     k->revision = 0;
+    dc->vmsd = &ivshmem_legacy_vmstate;
     device_class_set_props(dc, ivshmem_legacy_properties);
     dc->desc = "Inter-VM shared memory (legacy interface)";
     object_class_property_set_description(oc, "size",

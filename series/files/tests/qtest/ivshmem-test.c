@@ -22,7 +22,11 @@
 #include "qemu/ivshmem-proto.h"
 #include "qemu/units.h"
 #include "hw/pci/pci_regs.h"
+#include "qobject/qbool.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "qobject/qnum.h"
+#include "qobject/qstring.h"
 
 #define REG_INTR_MASK   0x00
 #define REG_INTR_STATUS 0x04
@@ -933,11 +937,6 @@ static void test_cmdline_errors(void)
     expect_start_failure("-device ivshmem-plain", "'memdev' is required");
     g_free(a);
     a = g_strdup_printf("-object memory-backend-file,id=m,size=1M,"
-                        "mem-path=%s,share=off -device ivshmem-plain,memdev=m",
-                        file);
-    expect_start_failure(a, "share=on");
-    g_free(a);
-    a = g_strdup_printf("-object memory-backend-file,id=m,size=1M,"
                         "mem-path=%s,share=on -device ivshmem-plain,memdev=m "
                         "-device ivshmem-plain,memdev=m", file);
     expect_start_failure(a, "already in use");
@@ -991,6 +990,220 @@ static void test_help(void)
     check_described("ivshmem", legacy);
     check_described("ivshmem-plain", plain);
     check_described("ivshmem-doorbell", doorbell);
+}
+
+/*
+ * Compatibility with QEMU 10.0.2: property types, master=auto, share=off
+ */
+
+/*
+ * Run QEMU with @args until its QMP monitor on stdin says quit; returns
+ * its exit status, *@err its stderr.
+ */
+static int run_qemu_quit(const char *args, char **err)
+{
+    const char *qemu = g_getenv("QTEST_QEMU_BINARY");
+    g_autofree char *cmd = g_strdup_printf(
+        "printf '%%s\\n' '{\"execute\":\"qmp_capabilities\"}' "
+        "'{\"execute\":\"quit\"}' | timeout 30 %s -M pc -nodefaults "
+        "-display none -S -qmp stdio %s > /dev/null", qemu, args);
+    const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+    GError *gerr = NULL;
+    int status;
+
+    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL,
+                          NULL, NULL, err, &status, &gerr));
+    g_test_message("%s -> status %d, %s", args, status, *err);
+    return status;
+}
+
+static void check_prop(QDict *props, const char *name, const char *type,
+                       QObject *def)
+{
+    QDict *p = qdict_get_qdict(props, name);
+
+    g_test_message("%s: %s", name, type);
+    g_assert(p);
+    g_assert_cmpstr(qdict_get_str(p, "type"), ==, type);
+    if (def) {
+        g_assert(qobject_is_equal(qdict_get(p, "default-value"), def));
+    } else {
+        g_assert_false(qdict_haskey(p, "default-value"));
+    }
+    qobject_unref(def);
+}
+
+/* name -> property description, for one device type */
+static QDict *list_props(QTestState *qts, const char *type)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'device-list-properties',"
+                            " 'arguments': {'typename': %s}}", type);
+    QList *list = qdict_get_qlist(resp, "return");
+    QDict *props = qdict_new();
+    QListEntry *e;
+
+    g_assert(list);
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *p = qobject_to(QDict, qlist_entry_obj(e));
+
+        qdict_put(props, qdict_get_str(p, "name"), qobject_ref(p));
+    }
+    qobject_unref(resp);
+    return props;
+}
+
+static QObject *qom_get(QTestState *qts, const char *path, const char *prop)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'qom-get', 'arguments': "
+                            "{'path': %s, 'property': %s}}", path, prop);
+    QObject *ret = qobject_ref(qdict_get(resp, "return"));
+
+    g_assert(ret);
+    qobject_unref(resp);
+    return ret;
+}
+
+static void check_qom_str(QTestState *qts, const char *path,
+                          const char *prop, const char *value)
+{
+    QObject *o = qom_get(qts, path, prop);
+
+    g_assert_cmpint(qobject_type(o), ==, QTYPE_QSTRING);
+    g_assert_cmpstr(qstring_get_str(qobject_to(QString, o)), ==, value);
+    qobject_unref(o);
+}
+
+/* The property types and defaults of 10.0.2, as libvirt sees them. */
+static void test_compat_property_types(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 2, 0);
+    QTestState *qts;
+    QDict *props, *resp;
+    QObject *o;
+
+    qts = qtest_initf("-M pc -object memory-backend-memfd,id=m,size=1M,"
+                      "share=on -chardev socket,id=c,path=%s "
+                      "-device '{\"driver\":\"ivshmem-plain\",\"id\":\"p\","
+                      "\"memdev\":\"m\",\"master\":\"on\",\"addr\":\"4\"}' "
+                      "-device '{\"driver\":\"ivshmem-doorbell\","
+                      "\"id\":\"d\",\"chardev\":\"c\",\"vectors\":2,"
+                      "\"ioeventfd\":false,\"master\":\"auto\","
+                      "\"addr\":\"5\"}'", srv->path);
+    props = list_props(qts, "ivshmem-plain");
+    check_prop(props, "master", "OnOffAuto", QOBJECT(qstring_from_str("off")));
+    check_prop(props, "memdev", "link<memory-backend>", NULL);
+    qobject_unref(props);
+    props = list_props(qts, "ivshmem-doorbell");
+    check_prop(props, "master", "OnOffAuto", QOBJECT(qstring_from_str("off")));
+    check_prop(props, "chardev", "str", NULL);
+    check_prop(props, "vectors", "uint32", QOBJECT(qnum_from_uint(1)));
+    check_prop(props, "ioeventfd", "bool", QOBJECT(qbool_from_bool(true)));
+    qobject_unref(props);
+
+    check_qom_str(qts, "/machine/peripheral/p", "master", "on");
+    check_qom_str(qts, "/machine/peripheral/p", "memdev", "/objects/m");
+    check_qom_str(qts, "/machine/peripheral/d", "master", "auto");
+    check_qom_str(qts, "/machine/peripheral/d", "chardev", "c");
+    o = qom_get(qts, "/machine/peripheral/d", "vectors");
+    g_assert_cmpint(qnum_get_uint(qobject_to(QNum, o)), ==, 2);
+    qobject_unref(o);
+    o = qom_get(qts, "/machine/peripheral/d", "ioeventfd");
+    g_assert_false(qbool_get_bool(qobject_to(QBool, o)));
+    qobject_unref(o);
+
+    /* what libvirt hot-plugs: object-add, then device_add with strings */
+    qtest_qmp_assert_success(qts, "{'execute': 'object-add', 'arguments': "
+                             "{'qom-type': 'memory-backend-memfd', "
+                             "'id': 'm2', 'size': 1048576, 'share': true}}");
+    qtest_qmp_assert_success(qts, "{'execute': 'device_add', 'arguments': "
+                             "{'driver': 'ivshmem-plain', 'id': 'p2', "
+                             "'memdev': 'm2', 'master': 'off'}}");
+    check_qom_str(qts, "/machine/peripheral/p2", "master", "off");
+    /* qom-set: realized devices refuse changes, as in 10.0.2 */
+    resp = qtest_qmp(qts, "{'execute': 'qom-set', 'arguments': "
+                     "{'path': '/machine/peripheral/p2', "
+                     "'property': 'master', 'value': 'on'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    check_qom_str(qts, "/machine/peripheral/p2", "master", "off");
+    /* a boolean is not an OnOffAuto, in 10.0.2 either */
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'ivshmem-plain', 'id': 'p3', "
+                     "'memdev': 'm2', 'master': true}}");
+    g_assert(qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    qtest_quit(qts);
+    server_stop(srv);
+}
+
+static void wait_migration_done(QTestState *qts);
+
+static bool migration_blocked(QTestState *qts)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'migrate', 'arguments': "
+                            "{'uri': 'exec:cat > /dev/null'}}");
+    bool blocked = qdict_haskey(resp, "error");
+
+    if (blocked) {
+        g_test_message("migrate: %s",
+                       qdict_get_str(qdict_get_qdict(resp, "error"), "desc"));
+    } else {
+        wait_migration_done(qts);
+    }
+    qobject_unref(resp);
+    return blocked;
+}
+
+/* master=auto: always master for ivshmem-plain, peer 0 for -doorbell */
+static void test_compat_master_auto(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    QTestState *plain;
+    Guest *a, *b;
+
+    plain = qtest_init("-M pc -object memory-backend-memfd,id=m,size=1M,"
+                       "share=on -device ivshmem-plain,memdev=m,"
+                       "master=auto");
+    g_assert_false(migration_blocked(plain));
+    qtest_quit(plain);
+    a = doorbell_guest(srv, SLOT, ",master=auto");
+    b = doorbell_guest(srv, SLOT, ",master=auto");
+    g_assert_cmpint(reg_read(a, REG_IV_POSITION), ==, 0);
+    g_assert_cmpint(reg_read(b, REG_IV_POSITION), ==, 1);
+    g_assert_true(migration_blocked(b->qts));
+    g_assert_false(migration_blocked(a->qts));
+    guest_destroy(a);
+    guest_destroy(b);
+    server_stop(srv);
+}
+
+/* A backend without share=on: accepted as by 10.0.2, with a warning. */
+static void test_compat_no_share(void)
+{
+    g_autofree char *err = NULL;
+    Guest *g;
+    int status;
+
+    status = run_qemu_quit("-object memory-backend-ram,id=m,size=1M "
+                           "-device ivshmem-plain,memdev=m,id=shm0", &err);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_assert_nonnull(strstr(err, "warning"));
+    g_assert_nonnull(strstr(err, "'shm0'"));
+    g_assert_nonnull(strstr(err, "share=on"));
+    g_free(err);
+    status = run_qemu_quit("-object memory-backend-ram,id=m,size=1M,share=on "
+                           "-device ivshmem-plain,memdev=m", &err);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_assert_null(strstr(err, "share"));
+
+    /* the guest still has working (private) memory in BAR2 */
+    g = guest_start(SLOT, "-M pc -object memory-backend-ram,id=m,size=1M "
+                    "-device ivshmem-plain,memdev=m,addr=%d", SLOT);
+    g_assert_cmpuint(g->bar2_size, ==, 1 * MiB);
+    qpci_io_writel(g->dev, g->bar2, 1 * MiB - 4, 0x5a5aa5a5);
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 1 * MiB - 4), ==,
+                    0x5a5aa5a5);
+    guest_destroy(g);
 }
 
 /*
@@ -2020,6 +2233,72 @@ static void test_migrate_peer_blocked(void)
     unlink(file);
 }
 
+/* A destination that is not master refuses the state, as 10.0.2 does. */
+static void test_migrate_peer_destination(void)
+{
+    const char *qemu = g_getenv("QTEST_QEMU_BINARY");
+    g_autofree char *src_file = tmp_path("mig-pd-src");
+    g_autofree char *dst_file = tmp_path("mig-pd-dst");
+    g_autofree char *sock = tmp_path("mig-pd.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    g_autofree char *cmd = NULL;
+    g_auto(GStrv) argv = NULL;
+    GString *buf = g_string_new("");
+    GError *gerr = NULL;
+    QTestState *src;
+    char chunk[512];
+    int err_fd, wstatus;
+    ssize_t n;
+    GPid pid;
+    gint64 end;
+
+    cmd = g_strdup_printf("%s -M pc -accel qtest -display none -monitor none "
+                          "-object memory-backend-file,id=m,size=1M,"
+                          "mem-path=%s,share=on -device ivshmem-plain,"
+                          "memdev=m,master=off,id=peer0,addr=%d -incoming %s",
+                          qemu, dst_file, SLOT, uri);
+    g_assert(g_shell_parse_argv(cmd, NULL, &argv, NULL));
+    g_assert(g_spawn_async_with_pipes(NULL, argv, NULL,
+                                      G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                      &pid, NULL, NULL, &err_fd, &gerr));
+    end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (access(sock, F_OK) != 0) {
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(10000);
+    }
+    src = qtest_initf("-M pc -object memory-backend-file,id=m,size=1M,"
+                      "mem-path=%s,share=on -device ivshmem-plain,memdev=m,"
+                      "master=on,addr=%d", src_file, SLOT);
+    qtest_qmp_assert_success(src, "{'execute': 'migrate', "
+                             "'arguments': {'uri': %s}}", uri);
+    /* the destination fails and exits */
+    end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+    while (waitpid(pid, &wstatus, WNOHANG) == 0) {
+        if (g_get_monotonic_time() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &wstatus, 0);
+            g_test_message("the destination accepted the state");
+            g_assert_not_reached();
+        }
+        g_usleep(10000);
+    }
+    while ((n = read(err_fd, chunk, sizeof(chunk))) > 0) {
+        g_string_append_len(buf, chunk, n);
+    }
+    close(err_fd);
+    g_spawn_close_pid(pid);
+    g_test_message("destination: %s", buf->str);
+    g_assert_true(WIFEXITED(wstatus));
+    g_assert_cmpint(WEXITSTATUS(wstatus), !=, 0);
+    g_assert_nonnull(strstr(buf->str, "'peer0'"));
+    g_assert_nonnull(strstr(buf->str, "peer devices are not migratable"));
+    g_assert_nonnull(strstr(buf->str, "master=on"));
+    g_string_free(buf, true);
+    qtest_quit(src);
+    unlink(src_file);
+    unlink(dst_file);
+}
+
 /* KVM: irqfd set-up and teardown (these hosts cannot run a guest) */
 
 /* Skips the running test unless QEMU can use /dev/kvm here. */
@@ -2338,6 +2617,10 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/legacy/shm-create", test_legacy_shm_create);
     qtest_add_func("/ivshmem/legacy/shm-existing", test_legacy_shm_existing);
     qtest_add_func("/ivshmem/cmdline-errors", test_cmdline_errors);
+    qtest_add_func("/ivshmem/compat/property-types",
+                   test_compat_property_types);
+    qtest_add_func("/ivshmem/compat/master-auto", test_compat_master_auto);
+    qtest_add_func("/ivshmem/compat/no-share", test_compat_no_share);
     qtest_add_func("/ivshmem/server/2-peers", test_server_2_peers);
     qtest_add_func("/ivshmem/server/8-peers", test_server_8_peers);
     qtest_add_func("/ivshmem/server/ioeventfd-off",
@@ -2385,6 +2668,8 @@ int main(int argc, char **argv)
                    test_migrate_doorbell_master);
     qtest_add_func("/ivshmem/migration/peer-blocked",
                    test_migrate_peer_blocked);
+    qtest_add_func("/ivshmem/migration/peer-destination",
+                   test_migrate_peer_destination);
     qtest_add_func("/ivshmem/kvm/irqfd", test_kvm_irqfd);
     qtest_add_func("/ivshmem/kvm/restart", test_kvm_restart);
     qtest_add_func("/ivshmem/real-server", test_real_server);
