@@ -11,14 +11,18 @@
 
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <poll.h>
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 #include "qemu/atomic.h"
+#include "qemu/cutils.h"
 #include "qemu/ivshmem-proto.h"
 #include "qemu/units.h"
 #include "hw/pci/pci_regs.h"
@@ -173,38 +177,6 @@ static bool wait_msi(Guest *g, int vector)
     return wait_msi_ms(g, vector, WAIT_MS);
 }
 
-/*
- * Ring @peer's @vector from @from until @check sees it: a peer that
- * joined after @from is announced asynchronously.
- */
-static bool ring_until(Guest *from, uint16_t peer, uint16_t vector,
-                       bool (*check)(void *opaque, int ms), void *opaque)
-{
-    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
-
-    do {
-        ring(from, peer, vector);
-        if (check(opaque, 200)) {
-            return true;
-        }
-    } while (g_get_monotonic_time() < end);
-    return false;
-}
-
-typedef struct MsiCheck {
-    Guest *g;
-    int vector;
-} MsiCheck;
-
-static bool check_msi(void *opaque, int ms)
-{
-    MsiCheck *c = opaque;
-
-    return wait_msi_ms(c->g, c->vector, ms);
-}
-
-static bool check_event(void *opaque, int ms);
-
 static bool wait_pending(Guest *g, int vector, int ms)
 {
     gint64 end = g_get_monotonic_time() + ms * 1000;
@@ -281,20 +253,29 @@ static void event_set(int fd)
     g_assert_cmpint(write(fd, &one, sizeof(one)), ==, sizeof(one));
 }
 
-static bool event_wait(int fd, int ms)
+/* Rings counted on eventfd @fd within @ms (0: none arrived) */
+static uint64_t event_count(int fd, int ms)
 {
     struct pollfd pfd = { .fd = fd, .events = POLLIN };
     uint64_t count;
 
-    if (poll(&pfd, 1, ms) != 1) {
-        return false;
+    if (poll(&pfd, 1, ms) != 1 ||
+        read(fd, &count, sizeof(count)) != sizeof(count)) {
+        return 0;
     }
-    return read(fd, &count, sizeof(count)) == sizeof(count);
+    return count;
 }
 
-static bool check_event(void *opaque, int ms)
+/*
+ * Did exactly one ring arrive on @fd within @ms?  More than one is a
+ * failure whatever the caller expects: every test rings once.
+ */
+static bool event_wait(int fd, int ms)
 {
-    return event_wait(*(int *)opaque, ms);
+    uint64_t count = event_count(fd, ms);
+
+    g_assert_cmpuint(count, <=, 1);
+    return count == 1;
 }
 
 static int count_fds(pid_t pid)
@@ -756,20 +737,52 @@ static void test_plain_file(void)
     unlink(file);
 }
 
+/*
+ * Open QEMU's memfd named @name through /proc/PID/fd, as any process
+ * allowed to ptrace it could: returns a new fd of the same memory.
+ */
+static int open_qemu_memfd(QTestState *qts, const char *name)
+{
+    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", qtest_pid(qts));
+    g_autofree char *want = g_strdup_printf("/memfd:%s", name);
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *e;
+    int fd = -1;
+
+    g_assert(d);
+    while (fd < 0 && (e = g_dir_read_name(d))) {
+        g_autofree char *link = g_build_filename(dir, e, NULL);
+        g_autofree char *target = g_file_read_link(link, NULL);
+
+        if (target && g_str_has_prefix(target, want)) {
+            fd = open(link, O_RDWR);
+        }
+    }
+    g_dir_close(d);
+    g_assert_cmpint(fd, >=, 0);
+    return fd;
+}
+
+/*
+ * A memfd backend with share=on: the host side of the memfd sees what
+ * the guest writes through BAR2 and the other way round (private RAM,
+ * share=off, would keep the guest's writes to itself).
+ */
 static void test_plain_memfd(void)
 {
     Guest *g;
     void *host;
-    uint64_t off = 0x1000;
+    int fd;
 
     g = guest_start(SLOT, "-M pc -object memory-backend-memfd,id=m,size=1M,"
                     "share=on -device ivshmem-plain,memdev=m,addr=%d", SLOT);
-    /* memfd is not reachable from here: check guest-side persistence */
-    qpci_io_writel(g->dev, g->bar2, off, 0x600df00d);
-    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, off), ==, 0x600df00d);
     g_assert_cmpuint(g->bar2_size, ==, 1 * MiB);
+    fd = open_qemu_memfd(g->qts, "memory-backend-memfd");
+    host = map_fd(fd, 1 * MiB);
+    close(fd);
+    check_coherence(g, host, 1 * MiB);
+    munmap(host, 1 * MiB);
     guest_destroy(g);
-    (void)host;
 }
 
 static void test_plain_two_devices(void)
@@ -1234,20 +1247,19 @@ static void check_all_doorbells(FakeServer *srv, Guest **qemus, int nqemu,
                     target = j;
                 }
             }
+            /* one ring, one interrupt, on that vector only */
             for (v = 0; v < srv->nvectors; v++) {
+                ring(qemus[i], id, v);
                 if (target >= 0) {
-                    MsiCheck c = { qemus[target], v };
                     int w;
 
-                    g_assert_true(ring_until(qemus[i], id, v, check_msi, &c));
+                    g_assert_true(wait_msi(qemus[target], v));
                     for (w = 0; w < srv->nvectors; w++) {
                         g_assert_false(msi_fired(qemus[target], w));
                     }
                 } else {
-                    int efd = server_efd(srv, id, v);
-
-                    g_assert_true(ring_until(qemus[i], id, v, check_event,
-                                             &efd));
+                    g_assert_true(event_wait(server_efd(srv, id, v),
+                                             WAIT_MS));
                 }
             }
         }
@@ -1264,10 +1276,16 @@ static void check_all_doorbells(FakeServer *srv, Guest **qemus, int nqemu,
             }
         }
     }
-    /* nothing fired elsewhere */
+    /* nothing fired twice or elsewhere */
+    g_usleep(100 * 1000);
     for (i = 0; i < nqemu; i++) {
         for (v = 0; v < srv->nvectors; v++) {
             g_assert_false(msi_fired(qemus[i], v));
+        }
+    }
+    for (id = 0; id < MAX_PEERS; id++) {
+        for (v = 0; v < srv->nvectors && server_efd(srv, id, 0) >= 0; v++) {
+            g_assert_cmpuint(event_count(server_efd(srv, id, v), 0), ==, 0);
         }
     }
 }
@@ -1277,7 +1295,7 @@ static void run_server_peers(int nqemu, int nlocal, int nvectors,
 {
     FakeServer *srv = server_start(1 * MiB, nvectors, 0);
     Guest *qemus[MAX_PEERS];
-    int ids[MAX_PEERS];
+    int ids[MAX_PEERS], fds[MAX_PEERS];
     int i, j;
     uint32_t *host = map_fd(srv->shm_fd, 1 * MiB);
 
@@ -1294,6 +1312,16 @@ static void run_server_peers(int nqemu, int nlocal, int nvectors,
         for (j = 0; j < i; j++) {
             g_assert_cmpuint(ids[i], !=, ids[j]);
         }
+        fds[i] = count_fds(qtest_pid(qemus[i]->qts));
+    }
+    /*
+     * Later QEMUs are announced to earlier ones asynchronously: wait until
+     * each holds the eventfds of those that came after it, so that one
+     * ring is enough.
+     */
+    for (i = 0; i < nqemu; i++) {
+        g_assert_true(wait_fd_count(qtest_pid(qemus[i]->qts),
+                                    fds[i] + nvectors * (nqemu - 1 - i)));
     }
     /* every QEMU sees the server's memory */
     for (i = 0; i < nqemu; i++) {
@@ -1324,6 +1352,73 @@ static void test_server_8_peers(void)
 static void test_server_ioeventfd_off(void)
 {
     run_server_peers(2, 1, 3, ",ioeventfd=off");
+}
+
+/*
+ * Lines of the trace log @path that name trace event @event and contain
+ * @needle (NULL: any)
+ */
+static int trace_count_text(const char *path, const char *event,
+                            const char *needle)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    int i, n = 0;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        const char *word = strstr(lines[i], event);
+
+        n += word && word[strlen(event)] == ' ' &&
+             (!needle || strstr(word, needle));
+    }
+    return n;
+}
+
+static int trace_count(const char *path, const char *event)
+{
+    return trace_count_text(path, event, NULL);
+}
+
+/*
+ * With ioeventfd=on a doorbell for a known peer is signalled by the
+ * memory core (KVM or, here, the software ioeventfd dispatch) and never
+ * reaches the register handler; with ioeventfd=off every one goes
+ * through it.  Counted with the ivshmem_reg_write and ivshmem_doorbell
+ * trace events, while the peer counts exactly one ring per doorbell.
+ */
+static void check_doorbell_path(bool ioeventfd)
+{
+    enum { RINGS = 10 };
+    FakeServer *srv = server_start(1 * MiB, 2, 0);
+    int local = server_join(srv, -1);
+    g_autofree char *log = tmp_path("trace");
+    Guest *g;
+    int i;
+
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s "
+                    "-device ivshmem-doorbell,chardev=c,vectors=2,"
+                    "ioeventfd=%s,addr=%d -trace ivshmem_reg_write "
+                    "-trace ivshmem_doorbell -D %s", srv->path,
+                    ioeventfd ? "on" : "off", SLOT, log);
+    for (i = 0; i < RINGS; i++) {
+        ring(g, local, i % 2);
+        g_assert_true(event_wait(server_efd(srv, local, i % 2), WAIT_MS));
+    }
+    guest_destroy(g);
+    g_assert_cmpint(trace_count(log, "ivshmem_reg_write"), ==,
+                    ioeventfd ? 0 : RINGS);
+    g_assert_cmpint(trace_count(log, "ivshmem_doorbell"), ==,
+                    ioeventfd ? 0 : RINGS);
+    unlink(log);
+    server_stop(srv);
+}
+
+static void test_server_ioeventfd_bypass(void)
+{
+    check_doorbell_path(true);
+    check_doorbell_path(false);
 }
 
 static void test_server_16bit_vector(void)
@@ -1364,6 +1459,48 @@ static void test_server_masked_pending(void)
     server_stop(srv);
 }
 
+/*
+ * INTx of the device in SLOT on -M pc: pin A of slot 4 is PIIX3's PIRQD
+ * (pc_piix.c: (pin + slot - 1) & 3); route it to ISA IRQ INTX_IRQ as a
+ * BIOS would, and watch that IOAPIC input.
+ */
+#define INTX_IRQ        11
+#define PIIX_PIRQC      0x60
+
+static void intx_route(Guest *g)
+{
+    QPCIDevice *isa = qpci_device_find(g->bus, QPCI_DEVFN(1, 0));
+
+    g_assert(isa);
+    qpci_config_writeb(isa, PIIX_PIRQC + ((SLOT - 1) & 3), INTX_IRQ);
+    g_free(isa);
+    qtest_irq_intercept_in(g->qts, "ioapic");
+}
+
+/* Is the INTx line high, as the IOAPIC sees it and as PCI status says? */
+static bool intx_level(Guest *g)
+{
+    bool line = qtest_get_irq(g->qts, INTX_IRQ);
+
+    g_assert_cmpint(line, ==, !!(qpci_config_readw(g->dev, PCI_STATUS) &
+                                 PCI_STATUS_INTERRUPT));
+    return line;
+}
+
+/* Wait up to @ms for the INTx line to reach @level */
+static bool intx_wait(Guest *g, bool level, int ms)
+{
+    gint64 end = g_get_monotonic_time() + ms * 1000;
+
+    while (intx_level(g) != level) {
+        if (g_get_monotonic_time() > end) {
+            return false;
+        }
+        g_usleep(1000);
+    }
+    return true;
+}
+
 static void test_server_intx(void)
 {
     FakeServer *srv = server_start(1 * MiB, 1, 0);
@@ -1376,26 +1513,33 @@ static void test_server_intx(void)
     g_assert_false(g->msix);
     g_assert_cmphex(qpci_config_readb(g->dev, PCI_REVISION_ID), ==, 0);
     g_assert_cmphex(qpci_config_readb(g->dev, PCI_INTERRUPT_PIN), ==, 1);
+    intx_route(g);
+    g_assert_false(intx_level(g));
+
+    /* IntrMask bit 0 set: a peer's ring raises INTx until status is read */
     reg_write(g, REG_INTR_MASK, 1);
     event_set(server_efd(srv, id, 0));
-    end = g_get_monotonic_time() + WAIT_MS * 1000;
-    while (!(qpci_config_readw(g->dev, PCI_STATUS) & PCI_STATUS_INTERRUPT)) {
-        g_assert_cmpint(g_get_monotonic_time(), <, end);
-        g_usleep(1000);
-    }
+    g_assert_true(intx_wait(g, true, WAIT_MS));
     g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 1);   /* clears */
-    g_assert_false(qpci_config_readw(g->dev, PCI_STATUS) &
-                   PCI_STATUS_INTERRUPT);
-    /* masked: status is set, INTx stays low */
+    g_assert_false(intx_level(g));
+
+    /*
+     * IntrMask bit 0 clear: the ring sets IntrStatus, and the line stays
+     * low for as long as we look (sampled for 500 ms after the ring)
+     */
     reg_write(g, REG_INTR_MASK, 0);
     event_set(server_efd(srv, id, 0));
-    end = g_get_monotonic_time() + WAIT_MS * 1000;
-    while (reg_read(g, REG_INTR_STATUS) == 0) {
-        g_assert_false(qpci_config_readw(g->dev, PCI_STATUS) &
-                       PCI_STATUS_INTERRUPT);
-        g_assert_cmpint(g_get_monotonic_time(), <, end);
+    end = g_get_monotonic_time() + 500 * 1000;
+    while (g_get_monotonic_time() < end) {
+        g_assert_false(intx_level(g));
         g_usleep(1000);
     }
+    /* the ring did arrive: setting the mask bit raises the line at once */
+    reg_write(g, REG_INTR_MASK, 1);
+    g_assert_true(intx_level(g));
+    g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 1);
+    g_assert_false(intx_level(g));
+    g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 0);
     guest_destroy(g);
     server_stop(srv);
 }
@@ -1441,7 +1585,7 @@ static void test_server_disconnect_join(void)
     int local = server_join(srv, -1);
     Guest *g = doorbell_guest(srv, SLOT, NULL);
     int keep = dup(server_efd(srv, local, 1));
-    int late, v;
+    int late, v, fds;
 
     ring(g, local, 1);
     g_assert_true(event_wait(keep, WAIT_MS));
@@ -1452,15 +1596,14 @@ static void test_server_disconnect_join(void)
     g_assert_false(event_wait(keep, 300));
     close(keep);
 
+    fds = count_fds(qtest_pid(g->qts));
     late = server_join(srv, -1);
     g_assert_cmpint(late, !=, local);
+    /* once QEMU holds the newcomer's two eventfds, one ring each arrives */
+    g_assert_true(wait_fd_count(qtest_pid(g->qts), fds + 2));
     for (v = 0; v < 2; v++) {
-        gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
-
-        do {
-            ring(g, late, v);
-            g_assert_cmpint(g_get_monotonic_time(), <, end);
-        } while (!event_wait(server_efd(srv, late, v), 50));
+        ring(g, late, v);
+        g_assert_true(event_wait(server_efd(srv, late, v), WAIT_MS));
     }
     guest_destroy(g);
     server_stop(srv);
@@ -2173,34 +2316,76 @@ static void test_migrate_master(void)
     unlink(dst_file);
 }
 
-/* A doorbell master migrates; the destination is a new peer. */
+/*
+ * A doorbell master migrates.  Source and destination have servers of
+ * their own with distinct memory, so only the migration can bring the
+ * region's content over; the destination server has a live peer that
+ * the migrated guest then rings and is rung by, through the MSI-X table
+ * and pending bits programmed on the source.
+ */
 static void test_migrate_doorbell_master(void)
 {
-    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    FakeServer *srv_src = server_start(1 * MiB, 2, 0);
+    FakeServer *srv_dst = server_start(1 * MiB, 2, 0);
+    int local_dst = server_join(srv_dst, -1);
     g_autofree char *sock = tmp_path("mig-db.sock");
     g_autofree char *uri = g_strdup_printf("unix:%s", sock);
-    Guest *src = doorbell_guest(srv, SLOT, ",master=on");
+    uint32_t *mem_src = map_fd(srv_src->shm_fd, 1 * MiB);
+    uint32_t *mem_dst = map_fd(srv_dst->shm_fd, 1 * MiB);
+    Guest *src = doorbell_guest(srv_src, SLOT, ",master=on");
     Guest *dst = g_new0(Guest, 1);
+    int src_id = reg_read(src, REG_IV_POSITION);
 
-    g_assert_cmpint(reg_read(src, REG_IV_POSITION), ==, 0);
+    g_assert_cmpint(src_id, ==, 0);        /* a master is peer 0 */
     dst->qts = qtest_initf("-M pc -chardev socket,id=c,path=%s "
-                           "-device ivshmem-doorbell,chardev=c,vectors=1,"
+                           "-device ivshmem-doorbell,chardev=c,vectors=2,"
                            "master=on,addr=%d -incoming %s",
-                           srv->path, SLOT, uri);
+                           srv_dst->path, SLOT, uri);
+    /* guest state on the source: memory, MSI-X table, a pending vector */
     qpci_io_writel(src->dev, src->bar2, 0x10, 0x0ddba11);
+    qpci_io_writel(src->dev, src->bar2, 1 * MiB - 4, 0xfeedf00d);
+    g_assert_cmphex(mem_src[0x10 / 4], ==, 0x0ddba11);
+    msix_program(src, 0, false);
+    msix_program(src, 1, true);
+    event_set(server_efd(srv_src, src_id, 1));
+    g_assert_true(wait_pending(src, 1, WAIT_MS));
+    g_assert_cmphex(mem_dst[0x10 / 4], ==, 0);     /* distinct memory */
+
     qtest_qmp_assert_success(src->qts, "{'execute': 'migrate', "
                              "'arguments': {'uri': %s}}", uri);
     wait_migration_done(src->qts);
     qtest_qmp_eventwait(dst->qts, "RESUME");
-    dst->bus = qpci_new_pc(dst->qts, NULL);
-    dst->dev = qpci_device_find(dst->bus, QPCI_DEVFN(SLOT, 0));
-    dst->bar0 = qpci_iomap(dst->dev, 0, NULL);
-    dst->bar2 = qpci_iomap(dst->dev, 2, NULL);
-    g_assert_cmpint(reg_read(dst, REG_IV_POSITION), ==, 1);
+
+    /* the region came with the migration, into the destination's memory */
+    g_assert_cmphex(mem_dst[0x10 / 4], ==, 0x0ddba11);
+    g_assert_cmphex(mem_dst[1 * MiB / 4 - 1], ==, 0xfeedf00d);
+    guest_attach(dst, dst->qts, SLOT);
+    g_assert_cmpint(reg_read(dst, REG_IV_POSITION), ==, local_dst + 1);
     g_assert_cmphex(qpci_io_readl(dst->dev, dst->bar2, 0x10), ==, 0x0ddba11);
+    /* MSI-X state: vector 1 still masked and pending, vector 0 not */
+    g_assert_true(qpci_msix_masked(dst->dev, 1));
+    g_assert_true(qpci_msix_pending(dst->dev, 1));
+    g_assert_false(qpci_msix_pending(dst->dev, 0));
+    /* the live peer rings vector 0: the source's table entry delivers it */
+    event_set(server_efd(srv_dst, local_dst + 1, 0));
+    g_assert_true(wait_msi(dst, 0));
+    /* unmasking vector 1 delivers what was pending on the source */
+    msix_program(dst, 1, false);
+    g_assert_true(wait_msi(dst, 1));
+    g_assert_false(qpci_msix_pending(dst->dev, 1));
+    /* and a doorbell after the migration reaches the live peer, once */
+    ring(dst, local_dst, 1);
+    g_assert_true(event_wait(server_efd(srv_dst, local_dst, 1), WAIT_MS));
+    g_usleep(100 * 1000);
+    g_assert_false(msi_fired(dst, 0));
+    g_assert_false(msi_fired(dst, 1));
+
+    munmap(mem_src, 1 * MiB);
+    munmap(mem_dst, 1 * MiB);
     guest_destroy(src);
     guest_destroy(dst);
-    server_stop(srv);
+    server_stop(srv_src);
+    server_stop(srv_dst);
 }
 
 static void test_migrate_peer_blocked(void)
@@ -2302,24 +2487,59 @@ static void test_migrate_peer_destination(void)
 /* KVM: irqfd set-up and teardown (these hosts cannot run a guest) */
 
 /* Skips the running test unless QEMU can use /dev/kvm here. */
+/*
+ * Skip a KVM case visibly; with REQUIRE_KVM=1 (machines where KVM
+ * works) fail it instead.
+ */
+static void kvm_skip(const char *why)
+{
+    if (g_strcmp0(g_getenv("REQUIRE_KVM"), "1") == 0) {
+        g_test_message("REQUIRE_KVM=1: %s", why);
+        g_test_fail();
+    } else {
+        g_test_skip(why);
+    }
+}
+
 static bool kvm_usable(void)
 {
     int fd = open("/dev/kvm", O_RDWR);
 
     if (fd < 0) {
-        g_test_skip("/dev/kvm is not usable");
+        kvm_skip("/dev/kvm is not usable");
         return false;
     }
     close(fd);
     if (!qtest_has_accel("kvm")) {
-        g_test_skip("KVM support not built in");
+        kvm_skip("KVM support not built in");
         return false;
     }
     return true;
 }
 
+/* Wait up to @ms for vector @vector's PBA bit to clear */
+static bool wait_not_pending(Guest *g, int vector, int ms)
+{
+    gint64 end = g_get_monotonic_time() + ms * 1000;
+
+    while (qpci_msix_pending(g->dev, vector)) {
+        if (g_get_monotonic_time() > end) {
+            return false;
+        }
+        g_usleep(1000);
+    }
+    return true;
+}
+
+/*
+ * Under KVM an unmasked vector is delivered through an irqfd, bypassing
+ * the main loop; a masked one through the main loop into the PBA, and
+ * unmasking delivers what is pending.  The ivshmem_irqfd and
+ * ivshmem_interrupt trace events tell the two paths apart.
+ */
 static void test_kvm_irqfd(void)
 {
+    g_autofree char *log = tmp_path("kvm-trace");
     FakeServer *srv;
     Guest *g;
     int local, id, fds;
@@ -2332,15 +2552,17 @@ static void test_kvm_irqfd(void)
     }
     srv = server_start(1 * MiB, 2, 0);
     local = server_join(srv, -1);
-    qts = qtest_initf("-M pc -accel kvm -S -chardev socket,id=c,path=%s",
-                      srv->path);
+    qts = qtest_initf("-M pc -accel kvm -S -chardev socket,id=c,path=%s "
+                      "-trace ivshmem_irqfd -trace ivshmem_interrupt -D %s",
+                      srv->path, log);
     resp = qtest_qmp(qts, "{'execute': 'query-kvm'}");
     kvm = qdict_get_bool(qdict_get_qdict(resp, "return"), "enabled");
     qobject_unref(resp);
     if (!kvm) {
         qtest_quit(qts);
         server_stop(srv);
-        g_test_skip("KVM could not be initialized here");
+        unlink(log);
+        kvm_skip("KVM could not be initialized here");
         return;
     }
     fds = count_fds(qtest_pid(qts));
@@ -2355,10 +2577,16 @@ static void test_kvm_irqfd(void)
     msix_program(g, 1, true);
     event_set(server_efd(srv, id, 1));
     g_assert_true(wait_pending(g, 1, WAIT_MS));
+    /* a ring on the irqfd: KVM takes it, the main loop never sees it */
+    event_set(server_efd(srv, id, 0));
+    g_usleep(200 * 1000);
+    g_assert_false(qpci_msix_pending(g->dev, 0));
     msix_program(g, 0, true);            /* irqfd torn down */
     event_set(server_efd(srv, id, 0));
     g_assert_true(wait_pending(g, 0, WAIT_MS));
     msix_program(g, 0, false);           /* irqfd again, pending delivered */
+    g_assert_true(wait_not_pending(g, 0, WAIT_MS));
+    g_assert_true(qpci_msix_pending(g->dev, 1));    /* still masked */
     ring(g, local, 1);
     g_assert_true(event_wait(server_efd(srv, local, 1), WAIT_MS));
     /* hot-unplug with vector 0 on an irqfd: routes and fds released */
@@ -2366,6 +2594,19 @@ static void test_kvm_irqfd(void)
     g_assert_true(wait_fd_count(qtest_pid(g->qts), fds));
     guest_destroy(g);
     server_stop(srv);
+    /*
+     * vector 0 was put on an irqfd twice and taken off at the mask and
+     * the unplug; the main loop handled exactly two interrupts: vector 1
+     * and vector 0 while masked, not the ring that went to the irqfd
+     */
+    g_assert_cmpint(trace_count_text(log, "ivshmem_irqfd",
+                                     "vector 0 KVM irqfd"), >=, 3);
+    g_assert_cmpint(trace_count_text(log, "ivshmem_irqfd", " on 1"), ==, 2);
+    g_assert_cmpint(trace_count_text(log, "ivshmem_interrupt",
+                                     "on vector 0 "), ==, 1);
+    g_assert_cmpint(trace_count_text(log, "ivshmem_interrupt",
+                                     "on vector 1 "), ==, 1);
+    unlink(log);
 }
 
 /*
@@ -2396,7 +2637,7 @@ static void test_kvm_restart(void)
     if (!kvm) {
         guest_destroy(g);
         server_stop(srv);
-        g_test_skip("KVM could not be initialized here");
+        kvm_skip("KVM could not be initialized here");
         return;
     }
     g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 1);
@@ -2453,6 +2694,36 @@ static void real_server_stop(GPid pid)
     g_spawn_close_pid(pid);
 }
 
+/*
+ * @a and @b (2 vectors, each knowing the other) ring each other once per
+ * vector: exactly that interrupt arrives, once, and no other.
+ */
+static void ring_each_other(Guest *a, Guest *b)
+{
+    Guest *from[2] = { a, b }, *to[2] = { b, a };
+    int i, v, w;
+
+    for (i = 0; i < 2; i++) {
+        for (v = 0; v < 2; v++) {
+            msix_program(to[i], v, false);
+        }
+    }
+    for (i = 0; i < 2; i++) {
+        for (v = 0; v < 2; v++) {
+            ring(from[i], reg_read(to[i], REG_IV_POSITION), v);
+            g_assert_true(wait_msi(to[i], v));
+            for (w = 0; w < 2; w++) {
+                g_assert_false(msi_fired(to[i], w));
+            }
+        }
+    }
+    g_usleep(100 * 1000);
+    for (v = 0; v < 2; v++) {
+        g_assert_false(msi_fired(a, v));
+        g_assert_false(msi_fired(b, v));
+    }
+}
+
 static void test_real_server(void)
 {
     g_autofree char *sock = tmp_path("real.sock");
@@ -2460,7 +2731,7 @@ static void test_real_server(void)
     g_autofree char *name = shm_name("real");
     Guest *a, *b;
     GPid pid;
-    int ida, idb, v;
+    int ida, idb, fds;
 
     if (!g_getenv("IVSHMEM_SERVER")) {
         g_test_skip("IVSHMEM_SERVER is not set");
@@ -2470,31 +2741,240 @@ static void test_real_server(void)
     a = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
                     "ivshmem-doorbell,chardev=c,vectors=2,addr=%d", sock,
                     SLOT);
+    fds = count_fds(qtest_pid(a->qts));
     b = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
                     "ivshmem-doorbell,chardev=c,vectors=2,addr=%d", sock,
                     SLOT);
+    /* b's arrival reaches a asynchronously: its two eventfds */
+    g_assert_true(wait_fd_count(qtest_pid(a->qts), fds + 2));
     ida = reg_read(a, REG_IV_POSITION);
     idb = reg_read(b, REG_IV_POSITION);
     g_assert_cmpint(ida, !=, idb);
     qpci_io_writel(a->dev, a->bar2, 0x40, 0x77665544);
     g_assert_cmphex(qpci_io_readl(b->dev, b->bar2, 0x40), ==, 0x77665544);
-    for (v = 0; v < 2; v++) {
-        msix_program(a, v, false);
-        msix_program(b, v, false);
-    }
-    for (v = 0; v < 2; v++) {
-        MsiCheck to_b = { b, v }, to_a = { a, v };
-
-        /* b's arrival may still be in flight to a */
-        g_assert_true(ring_until(a, idb, v, check_msi, &to_b));
-        g_assert_true(ring_until(b, ida, v, check_msi, &to_a));
-    }
+    ring_each_other(a, b);
     guest_destroy(a);
     guest_destroy(b);
     real_server_stop(pid);
     shm_unlink(name);
     unlink(pidfile);
     unlink(sock);
+}
+
+/*
+ * hugetlbfs for real: reserve huge pages, mount hugetlbfs in a temporary
+ * directory, run the server with -m there and a QEMU with a hugetlbfs
+ * memory backend beside its doorbell device; restore the host on every
+ * path, an assertion's abort included.
+ */
+#define HUGE_PAGES_SYSCTL "/proc/sys/vm/nr_hugepages"
+#define HUGETLBFS_MAGIC_NUMBER 0x958458f6
+#define HUGE_PAGES      4       /* 4 MiB region + 2 MiB plain, + 1 spare */
+
+typedef struct HugeHost {
+    char *mnt;
+    char saved[32];     /* nr_hugepages before the test */
+    int lock;
+    bool mounted;
+    bool reserved;
+    GPid server;
+} HugeHost;
+
+/* Undo what huge_setup() did; async-signal-safe for the abort path */
+static void huge_restore(void *opaque)
+{
+    HugeHost *h = opaque;
+    int fd;
+
+    if (h->server > 0) {
+        kill(h->server, SIGKILL);
+        h->server = 0;
+    }
+    if (h->mounted && umount2(h->mnt, MNT_DETACH) == 0) {
+        h->mounted = false;
+    }
+    if (h->reserved) {
+        fd = open(HUGE_PAGES_SYSCTL, O_WRONLY);
+        if (fd >= 0 && write(fd, h->saved, strlen(h->saved)) > 0) {
+            h->reserved = false;
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+}
+
+static long meminfo_value(const char *key)
+{
+    g_autofree char *text = NULL;
+    const char *p, *end;
+    long value;
+
+    g_assert_true(g_file_get_contents("/proc/meminfo", &text, NULL, NULL));
+    p = strstr(text, key);
+    g_assert_nonnull(p);
+    g_assert_cmpint(qemu_strtol(p + strlen(key), &end, 10, &value), ==, 0);
+    return value;
+}
+
+/* Huge pages in use right now (HugePages_Total - HugePages_Free) */
+static long huge_pages_used(void)
+{
+    return meminfo_value("HugePages_Total:") -
+           meminfo_value("HugePages_Free:");
+}
+
+/* false: skipped (the kernel has no huge pages, or we are not root) */
+static bool huge_setup(HugeHost *h)
+{
+    g_autofree char *fs = NULL;
+    g_autofree char *want = NULL;
+    const char *end;
+    long before, saved;
+    int fd;
+
+    if (!g_file_get_contents("/proc/filesystems", &fs, NULL, NULL) ||
+        !strstr(fs, "\thugetlbfs\n") || access(HUGE_PAGES_SYSCTL, F_OK)) {
+        g_test_skip("the kernel has no huge pages (hugetlbfs)");
+        return false;
+    }
+    if (geteuid() != 0) {
+        g_test_skip("reserving huge pages needs root");
+        return false;
+    }
+    /* one test at a time on this host owns the reservation it adds */
+    h->lock = open("/tmp/ivshmem-test-hugepages.lock", O_RDWR | O_CREAT,
+                   0600);
+    g_assert_cmpint(h->lock, >=, 0);
+    g_assert_cmpint(flock(h->lock, LOCK_EX), ==, 0);
+    fd = open(HUGE_PAGES_SYSCTL, O_RDWR);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(read(fd, h->saved, sizeof(h->saved) - 1), >, 0);
+    h->mnt = g_strdup_printf("%s/hugetlbfs-%d", tmpdir, test_counter++);
+    g_assert_cmpint(mkdir(h->mnt, 0700), ==, 0);
+    qtest_add_abrt_handler(huge_restore, h);
+    before = meminfo_value("HugePages_Total:");
+    g_assert_cmpint(qemu_strtol(h->saved, &end, 10, &saved), ==, 0);
+    want = g_strdup_printf("%ld", saved + HUGE_PAGES);
+    h->reserved = true;
+    g_assert_cmpint(pwrite(fd, want, strlen(want), 0), ==, strlen(want));
+    close(fd);
+    g_assert_cmpint(meminfo_value("HugePages_Total:"), >=,
+                    before + HUGE_PAGES);
+    g_assert_cmpint(mount("ivshmem-test", h->mnt, "hugetlbfs", 0,
+                          "pagesize=2M"), ==, 0);
+    h->mounted = true;
+    return true;
+}
+
+static void huge_teardown(HugeHost *h)
+{
+    huge_restore(h);
+    qtest_remove_abrt_handler(h);
+    g_assert_false(h->mounted);
+    g_assert_false(h->reserved);
+    rmdir(h->mnt);
+    flock(h->lock, LOCK_UN);
+    close(h->lock);
+    g_free(h->mnt);
+}
+
+/*
+ * Map @size bytes of QEMU's descriptor whose target starts with @prefix
+ * and ends with @suffix; its file system type goes to @fs_type
+ */
+static void *map_qemu_fd(QTestState *qts, const char *prefix,
+                         const char *suffix, size_t size, long *fs_type)
+{
+    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", qtest_pid(qts));
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *e;
+    void *p = NULL;
+
+    g_assert(d);
+    while (!p && (e = g_dir_read_name(d))) {
+        g_autofree char *link = g_build_filename(dir, e, NULL);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        struct statfs st;
+        int fd;
+
+        if (target && g_str_has_prefix(target, prefix) &&
+            g_str_has_suffix(target, suffix)) {
+            fd = open(link, O_RDWR);
+            g_assert_cmpint(fd, >=, 0);
+            g_assert_cmpint(fstatfs(fd, &st), ==, 0);
+            *fs_type = st.f_type;
+            p = map_fd(fd, size);
+            close(fd);
+        }
+    }
+    g_dir_close(d);
+    g_assert_nonnull(p);
+    return p;
+}
+
+static void test_real_server_hugetlbfs(void)
+{
+    HugeHost h = { 0 };
+    g_autofree char *sock = tmp_path("huge.sock");
+    g_autofree char *cmd = NULL;
+    g_autofree char *plain = NULL;
+    g_auto(GStrv) argv = NULL;
+    Guest *g, g2;
+    void *host;
+    long fs_type = 0, used;
+    gint64 end;
+
+    if (!g_getenv("IVSHMEM_SERVER")) {
+        g_test_skip("IVSHMEM_SERVER is not set");
+        return;
+    }
+    if (!huge_setup(&h)) {
+        return;
+    }
+    used = huge_pages_used();
+    cmd = g_strdup_printf("%s -F -S %s -m %s -l 4M -n 1",
+                          g_getenv("IVSHMEM_SERVER"), sock, h.mnt);
+    g_assert(g_shell_parse_argv(cmd, NULL, &argv, NULL));
+    g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                           NULL, NULL, &h.server, NULL));
+    end = g_get_monotonic_time() + WAIT_MS * 1000;
+    while (access(sock, F_OK) != 0) {
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(10000);
+    }
+    plain = g_strdup_printf("%s/plain", h.mnt);
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s "
+                    "-device ivshmem-doorbell,chardev=c,vectors=1,addr=%d "
+                    "-object memory-backend-file,id=hp,mem-path=%s,size=2M,"
+                    "share=on -device ivshmem-plain,memdev=hp,addr=%d",
+                    sock, SLOT, plain, SLOT + 1);
+    guest_attach(&g2, g->qts, SLOT + 1);
+    g_assert_cmpuint(g->bar2_size, ==, 4 * MiB);
+    g_assert_cmpuint(g2.bar2_size, ==, 2 * MiB);
+
+    /* the server's region: QEMU's fd of it is a hugetlbfs file */
+    host = map_qemu_fd(g->qts, h.mnt, " (deleted)", 4 * MiB, &fs_type);
+    g_assert_cmphex(fs_type, ==, HUGETLBFS_MAGIC_NUMBER);
+    check_coherence(g, host, 4 * MiB);
+    munmap(host, 4 * MiB);
+    /* the memdev: the file in the mount */
+    host = map_file(plain, 2 * MiB);
+    check_coherence(&g2, host, 2 * MiB);
+    munmap(host, 2 * MiB);
+    /* both regions touched: three 2 MiB huge pages more are in use */
+    g_assert_cmpint(huge_pages_used() - used, ==, 3);
+
+    guest_detach(&g2);
+    guest_destroy(g);
+    kill(h.server, SIGTERM);
+    waitpid(h.server, NULL, 0);
+    g_spawn_close_pid(h.server);
+    h.server = 0;
+    unlink(plain);
+    unlink(sock);
+    huge_teardown(&h);
+    g_assert_cmpint(huge_pages_used(), ==, used);
 }
 
 static int connect_unix(const char *path)
@@ -2528,19 +3008,6 @@ static bool wait_rejoined(Guest *a, Guest *b)
     return false;
 }
 
-static void ring_each_other(Guest *a, Guest *b)
-{
-    int ida = reg_read(a, REG_IV_POSITION);
-    int idb = reg_read(b, REG_IV_POSITION);
-    int v;
-
-    for (v = 0; v < 2; v++) {
-        MsiCheck to_b = { b, v }, to_a = { a, v };
-
-        g_assert_true(ring_until(a, idb, v, check_msi, &to_b));
-        g_assert_true(ring_until(b, ida, v, check_msi, &to_a));
-    }
-}
 
 /*
  * The real server restarts on an object it did not create (so SIGTERM
@@ -2556,7 +3023,7 @@ static void test_real_server_restart(void)
     g_autofree char *path = g_strdup_printf("/%s", name);
     const char *fmt = "-M pc -chardev socket,id=c,path=%s,reconnect-ms=100 "
                       "-device ivshmem-doorbell,chardev=c,vectors=2,addr=%d";
-    int shm, placeholder[2], v;
+    int shm, placeholder[2], fds_a, fds_b;
     Guest *a, *b;
     GPid pid;
 
@@ -2572,15 +3039,18 @@ static void test_real_server_restart(void)
     placeholder[0] = connect_unix(sock);
     placeholder[1] = connect_unix(sock);
     a = guest_start(SLOT, fmt, sock, SLOT);
+    fds_a = count_fds(qtest_pid(a->qts));
     b = guest_start(SLOT, fmt, sock, SLOT);
+    fds_b = count_fds(qtest_pid(b->qts));
     g_assert_cmpuint(reg_read(a, REG_IV_POSITION), ==, 2);
     g_assert_cmpuint(reg_read(b, REG_IV_POSITION), ==, 3);
     close(placeholder[0]);
     close(placeholder[1]);
-    for (v = 0; v < 2; v++) {
-        msix_program(a, v, false);
-        msix_program(b, v, false);
-    }
+    /* a gets b's two eventfds; both drop the placeholders' four */
+    fds_a += 2 - 4;
+    fds_b -= 4;
+    g_assert_true(wait_fd_count(qtest_pid(a->qts), fds_a));
+    g_assert_true(wait_fd_count(qtest_pid(b->qts), fds_b));
     ring_each_other(a, b);
     qpci_io_writel(a->dev, a->bar2, 0x40, 0x77665544);
 
@@ -2588,6 +3058,9 @@ static void test_real_server_restart(void)
     g_assert_true(shm_exists(name));
     pid = real_server_spawn(sock, name, pidfile);
     g_assert_true(wait_rejoined(a, b));
+    /* rejoined and knowing each other again: the same fds as before */
+    g_assert_true(wait_fd_count(qtest_pid(a->qts), fds_a));
+    g_assert_true(wait_fd_count(qtest_pid(b->qts), fds_b));
     g_assert_cmphex(qpci_io_readl(b->dev, b->bar2, 0x40), ==, 0x77665544);
     ring_each_other(a, b);
 
@@ -2625,6 +3098,8 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/server/8-peers", test_server_8_peers);
     qtest_add_func("/ivshmem/server/ioeventfd-off",
                    test_server_ioeventfd_off);
+    qtest_add_func("/ivshmem/server/ioeventfd-bypass",
+                   test_server_ioeventfd_bypass);
     qtest_add_func("/ivshmem/server/16bit-vector", test_server_16bit_vector);
     qtest_add_func("/ivshmem/server/masked-pending",
                    test_server_masked_pending);
@@ -2674,6 +3149,8 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/kvm/restart", test_kvm_restart);
     qtest_add_func("/ivshmem/real-server", test_real_server);
     qtest_add_func("/ivshmem/real-server-restart", test_real_server_restart);
+    qtest_add_func("/ivshmem/real-server-hugetlbfs",
+                   test_real_server_hugetlbfs);
 
     ret = g_test_run();
     rmdir(tmpdir);
