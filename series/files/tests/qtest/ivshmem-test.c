@@ -2628,7 +2628,7 @@ static void test_kvm_restart(void)
     }
     srv = server_start(1 * MiB, 2, 0);
     server_join(srv, -1);
-    g = guest_start(SLOT, "-M pc -accel kvm -chardev socket,id=c,path=%s,"
+    g = guest_start(SLOT, "-M pc -accel kvm -S -chardev socket,id=c,path=%s,"
                     "reconnect-ms=100 -device ivshmem-doorbell,chardev=c,"
                     "vectors=2,addr=%d", srv->path, SLOT);
     resp = qtest_qmp(g->qts, "{'execute': 'query-kvm'}");
