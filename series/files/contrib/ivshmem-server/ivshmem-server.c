@@ -4,70 +4,65 @@
 #include "qemu/osdep.h"
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
-#include <syslog.h>
+#include <sys/timerfd.h>
+#include <linux/sockios.h>
 #include <glib-unix.h>
 #include "qapi/error.h"
+#include "qemu/host-utils.h"
 #include "ivshmem-server.h"
 
 #define EPOLL_BATCH 64
+/* Accepts per wake-up, so that a connection storm cannot delay signals. */
+#define ACCEPT_BATCH 32
+/* Messages of a setup burst queued at a time; the rest waits its turn. */
+#define SETUP_CHUNK 64
+/* Period of the tick retrying throttled peers and checking setups. */
+#define TICK_MS 50
+/* Socket buffer cost of a message when it cannot be measured. */
+#define DEFAULT_MSG_TRUESIZE 768
 
-/* epoll tags for the two fds that are not peers */
+/* epoll tags for the fds that are not peers */
 static char listen_tag;
 static char signal_tag;
+static char timer_tag;
 
-static bool log_to_syslog;
-static bool log_verbose;
-
-void server_log_setup(bool use_syslog, bool verbose)
+static int64_t now_ns(void)
 {
-    log_to_syslog = use_syslog;
-    log_verbose = verbose;
-    if (use_syslog) {
-        openlog("ivshmem-server", LOG_PID, LOG_DAEMON);
-    }
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void G_GNUC_PRINTF(2, 0)
-server_vlog(int priority, const char *fmt, va_list ap)
+static void id_mark(IvshmemServer *s, uint16_t id, IvshmemServerPeer *peer)
 {
-    if (log_to_syslog) {
-        vsyslog(priority, fmt, ap);
+    s->by_id[id] = peer;
+    if (peer) {
+        s->id_used[id / 64] |= 1ULL << (id % 64);
     } else {
-        fprintf(stderr, "ivshmem-server: ");
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
+        s->id_used[id / 64] &= ~(1ULL << (id % 64));
     }
 }
 
-void server_log(const char *fmt, ...)
+/* The first used peer ID >= @from, or IVSHMEM_MAX_PEERS. */
+static uint32_t id_next_used(IvshmemServer *s, uint32_t from)
 {
-    va_list ap;
+    uint32_t word = from / 64;
+    uint64_t bits;
 
-    va_start(ap, fmt);
-    server_vlog(LOG_INFO, fmt, ap);
-    va_end(ap);
-}
-
-void server_debug(const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!log_verbose) {
-        return;
+    if (from >= IVSHMEM_MAX_PEERS) {
+        return IVSHMEM_MAX_PEERS;
     }
-    va_start(ap, fmt);
-    server_vlog(LOG_DEBUG, fmt, ap);
-    va_end(ap);
-}
-
-void server_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    server_vlog(LOG_ERR, fmt, ap);
-    va_end(ap);
+    bits = s->id_used[word] & (~0ULL << (from % 64));
+    while (!bits) {
+        if (++word == IVSHMEM_MAX_PEERS / 64) {
+            return IVSHMEM_MAX_PEERS;
+        }
+        bits = s->id_used[word];
+    }
+    return word * 64 + ctz64(bits);
 }
 
 /*
@@ -111,34 +106,20 @@ static void set_want_out(IvshmemServer *s, IvshmemServerPeer *peer, bool on)
     };
 
     if (peer->want_out != on) {
+        if (epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, peer->sock, &ev) < 0) {
+            server_error("peer %u: epoll_ctl: %s", peer->id, strerror(errno));
+            doom_peer(s, peer, "internal error (epoll_ctl)");
+            return;
+        }
         peer->want_out = on;
-        epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, peer->sock, &ev);
     }
 }
 
-static void flush_peer(IvshmemServer *s, IvshmemServerPeer *peer)
+static void set_throttled(IvshmemServer *s, IvshmemServerPeer *peer, bool on)
 {
-    switch (outq_flush(&peer->outq, peer->sock)) {
-    case OUTQ_FLUSH_EMPTY:
-        set_want_out(s, peer, false);
-        break;
-    case OUTQ_FLUSH_BLOCKED:
-        server_debug("peer %u: socket full, %zu messages queued",
-                     peer->id, peer->outq.len);
-        set_want_out(s, peer, true);
-        break;
-    case OUTQ_FLUSH_ERROR:
-        server_debug("peer %u: send failed: %s", peer->id, strerror(errno));
-        doom_peer(s, peer, "send failed");
-        break;
-    }
-}
-
-/* Flush unless already waiting for EPOLLOUT, which will flush. */
-static void kick_peer(IvshmemServer *s, IvshmemServerPeer *peer)
-{
-    if (!peer->doomed && !peer->want_out) {
-        flush_peer(s, peer);
+    if (peer->throttled != on) {
+        peer->throttled = on;
+        s->nthrottled += on ? 1 : -1;
     }
 }
 
@@ -148,8 +129,107 @@ static void send_to_peer(IvshmemServer *s, IvshmemServerPeer *peer,
     if (peer->doomed) {
         return;
     }
-    if (!outq_push(&peer->outq, value, sfd)) {
+    switch (outq_push(&peer->outq, value, sfd)) {
+    case OUTQ_PUSH_OK:
+        break;
+    case OUTQ_PUSH_FULL:
         doom_peer(s, peer, "stopped reading (outgoing queue full)");
+        break;
+    case OUTQ_PUSH_FDS_FULL:
+        doom_peer(s, peer, "stopped reading (too many descriptors queued, "
+                  "see --queue-fds)");
+        break;
+    }
+}
+
+static void send_vectors(IvshmemServer *s, IvshmemServerPeer *to,
+                         const IvshmemServerPeer *of)
+{
+    uint32_t v;
+
+    for (v = 0; v < s->nvectors; v++) {
+        send_to_peer(s, to, of->id, of->vectors[v]);
+    }
+}
+
+/*
+ * Does @peer still have to learn about peer @id from its setup burst?
+ * Then joins and leaves of @id are not queued for it separately.
+ */
+static bool setup_will_cover(const IvshmemServerPeer *peer, uint32_t id)
+{
+    return peer->generating && id >= peer->cursor;
+}
+
+/*
+ * The setup burst is built lazily from the peer table, a chunk at a
+ * time as the client reads: a client that never reads costs a chunk,
+ * not a copy of the whole table.  Order: other peers by increasing ID,
+ * then the client's own vectors.
+ */
+static void fill_setup(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    while (peer->generating && !peer->doomed &&
+           peer->outq.len < SETUP_CHUNK) {
+        uint32_t id = id_next_used(s, peer->cursor);
+
+        if (id < IVSHMEM_MAX_PEERS) {
+            peer->cursor = id + 1;
+            if (id != peer->id) {
+                send_vectors(s, peer, s->by_id[id]);
+            }
+            continue;
+        }
+        peer->cursor = IVSHMEM_MAX_PEERS;
+        send_vectors(s, peer, peer);
+        peer->generating = false;
+        peer->setup_len = peer->outq.sent + peer->outq.len;
+    }
+}
+
+static void flush_peer(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    for (;;) {
+        fill_setup(s, peer);
+        if (peer->doomed) {
+            return;
+        }
+        switch (outq_flush(&peer->outq, peer->sock)) {
+        case OUTQ_FLUSH_EMPTY:
+            if (peer->generating) {
+                continue;
+            }
+            set_throttled(s, peer, false);
+            set_want_out(s, peer, false);
+            return;
+        case OUTQ_FLUSH_BLOCKED:
+            server_debug("peer %u: socket full, %zu messages queued",
+                         peer->id, peer->outq.len);
+            set_throttled(s, peer, false);
+            set_want_out(s, peer, true);
+            return;
+        case OUTQ_FLUSH_THROTTLED:
+            if (!peer->throttled) {
+                server_debug("peer %u: too many descriptors in flight, "
+                             "waiting", peer->id);
+            }
+            set_want_out(s, peer, false);
+            set_throttled(s, peer, true);
+            return;
+        case OUTQ_FLUSH_ERROR:
+            server_debug("peer %u: send failed: %s", peer->id,
+                         strerror(errno));
+            doom_peer(s, peer, "send failed");
+            return;
+        }
+    }
+}
+
+/* Flush unless waiting for EPOLLOUT or for the tick, which will flush. */
+static void kick_peer(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    if (!peer->doomed && !peer->want_out && !peer->throttled) {
+        flush_peer(s, peer);
     }
 }
 
@@ -160,7 +240,10 @@ static void free_peer(IvshmemServerPeer *peer, uint32_t nvectors)
     if (peer->sock >= 0) {
         close(peer->sock);
     }
-    for (v = 0; v < nvectors; v++) {
+    for (v = 0; v < nvectors && peer->vectors; v++) {
+        if (peer->vectors[v]) {
+            peer->vectors[v]->orphan = true;
+        }
         shared_fd_unref(peer->vectors[v]);
     }
     outq_clear(&peer->outq);
@@ -173,15 +256,23 @@ static void remove_peer(IvshmemServer *s, IvshmemServerPeer *peer)
     IvshmemServerPeer *other;
 
     QTAILQ_REMOVE(&s->peers, peer, next);
-    s->by_id[peer->id] = NULL;
+    if (peer->in_setup) {
+        QTAILQ_REMOVE(&s->in_setup, peer, setup_next);
+    }
+    set_throttled(s, peer, false);
+    id_mark(s, peer->id, NULL);
     s->npeers--;
-    epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, peer->sock, NULL);
+    if (epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, peer->sock, NULL) < 0) {
+        server_error("peer %u: epoll_ctl: %s", peer->id, strerror(errno));
+    }
     server_log("peer %u left: %s (%u peers)", peer->id, peer->doom_reason,
                s->npeers);
 
     QTAILQ_FOREACH(other, &s->peers, next) {
-        send_to_peer(s, other, peer->id, NULL);
-        kick_peer(s, other);
+        if (!setup_will_cover(other, peer->id)) {
+            send_to_peer(s, other, peer->id, NULL);
+            kick_peer(s, other);
+        }
     }
     free_peer(peer, s->nvectors);
 }
@@ -195,6 +286,34 @@ static void reap_doomed_peers(IvshmemServer *s)
         QSLIST_REMOVE_HEAD(&s->doomed, doomed_next);
         remove_peer(s, peer);
     }
+}
+
+/*
+ * Out of descriptors: drop the client whose queue pins the most
+ * descriptors of departed peers (a client that stopped reading), rather
+ * than refusing the newcomer.  False if no client pins any.
+ */
+static bool drop_fd_hog(IvshmemServer *s)
+{
+    IvshmemServerPeer *peer, *hog = NULL;
+    size_t most = 0;
+
+    QTAILQ_FOREACH(peer, &s->peers, next) {
+        size_t n = peer->doomed ? 0 : outq_count_orphans(&peer->outq);
+
+        if (n > most) {
+            most = n;
+            hog = peer;
+        }
+    }
+    if (!hog) {
+        return false;
+    }
+    server_log("out of file descriptors: dropping peer %u, whose queue "
+               "holds %zu descriptors of departed peers", hog->id, most);
+    doom_peer(s, hog, "dropped to free file descriptors (it stopped "
+              "reading)");
+    return true;
 }
 
 static bool create_vectors(IvshmemServer *s, IvshmemServerPeer *peer)
@@ -213,55 +332,108 @@ static bool create_vectors(IvshmemServer *s, IvshmemServerPeer *peer)
     return true;
 }
 
-static void send_vectors(IvshmemServer *s, IvshmemServerPeer *to,
-                         const IvshmemServerPeer *of)
-{
-    uint32_t v;
-
-    for (v = 0; v < s->nvectors; v++) {
-        send_to_peer(s, to, of->id, of->vectors[v]);
-    }
-}
-
-/* The setup burst of protocol version 0 for a newcomer. */
-static void queue_setup(IvshmemServer *s, IvshmemServerPeer *peer)
-{
-    IvshmemServerPeer *other;
-
-    send_to_peer(s, peer, IVSHMEM_PROTOCOL_VERSION, NULL);
-    send_to_peer(s, peer, peer->id, NULL);
-    send_to_peer(s, peer, IVSHMEM_MSG_SHM, s->shm);
-    QTAILQ_FOREACH(other, &s->peers, next) {
-        send_vectors(s, peer, other);
-    }
-    send_vectors(s, peer, peer);
-}
-
 static void refuse_client(int sock, const char *why)
 {
     server_log("refused a new client: %s", why);
     close(sock);
 }
 
-static void join_peer(IvshmemServer *s, int sock)
+static bool in_array(GArray *a, uint32_t val)
 {
-    g_autofree IvshmemServerPeer *peer = g_new0(IvshmemServerPeer, 1);
-    struct epoll_event ev = { .events = EPOLLIN };
-    IvshmemServerPeer *other;
-    size_t burst = 3 + (size_t)(s->npeers + 1) * s->nvectors;
+    guint i;
 
+    for (i = 0; a && i < a->len; i++) {
+        if (g_array_index(a, uint32_t, i) == val) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The allow lists: a listed uid, or a listed primary or supplementary gid. */
+static bool peer_allowed(IvshmemServer *s, int sock, const struct ucred *cred)
+{
+    gid_t groups[256];
+    socklen_t len = sizeof(groups);
+    int i, n;
+
+    if ((!s->cfg.allow_uids || !s->cfg.allow_uids->len) &&
+        (!s->cfg.allow_gids || !s->cfg.allow_gids->len)) {
+        return true;
+    }
+    if (in_array(s->cfg.allow_uids, cred->uid) ||
+        in_array(s->cfg.allow_gids, cred->gid)) {
+        return true;
+    }
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+        return false;
+    }
+    n = len / sizeof(gid_t);
+    for (i = 0; i < n; i++) {
+        if (in_array(s->cfg.allow_gids, groups[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The per-client cap on unread messages, hence on fds in flight. */
+static void limit_in_flight(IvshmemServer *s, int sock)
+{
+    /* A send fits while less than sndbuf is queued; Linux doubles it. */
+    int val = ((s->cfg.fds_in_flight - 1) * s->msg_truesize + 2) / 2;
+
+    if (setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &val, sizeof(val)) < 0) {
+        server_error("setsockopt(SO_SNDBUF): %s", strerror(errno));
+    }
+}
+
+/* false: out of descriptors, with a hog to drop; retry after the reap */
+static bool join_peer(IvshmemServer *s, int sock)
+{
+    g_autofree IvshmemServerPeer *peer = NULL;
+    struct epoll_event ev = { .events = EPOLLIN };
+    struct ucred cred = { .pid = 0, .uid = -1, .gid = -1 };
+    socklen_t len = sizeof(cred);
+    IvshmemServerPeer *other;
+    g_autofree char *why = NULL;
+
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        refuse_client(sock, "cannot get its credentials (SO_PEERCRED)");
+        return true;
+    }
+    if (!peer_allowed(s, sock, &cred)) {
+        why = g_strdup_printf("uid %u gid %u (pid %d) is not in the allow "
+                              "list (--allow-user, --allow-group)",
+                              cred.uid, cred.gid, cred.pid);
+        refuse_client(sock, why);
+        return true;
+    }
+    if (s->npeers >= s->cfg.max_peers) {
+        why = g_strdup_printf("%u peers already, the --max-peers limit "
+                              "(uid %u pid %d)", s->npeers, cred.uid,
+                              cred.pid);
+        refuse_client(sock, why);
+        return true;
+    }
+    peer = g_new0(IvshmemServerPeer, 1);
     peer->sock = -1;
+    peer->pid = cred.pid;
+    peer->uid = cred.uid;
     if (!create_vectors(s, peer)) {
         int err = errno;
 
         free_peer(g_steal_pointer(&peer), s->nvectors);
+        if ((err == EMFILE || err == ENFILE) && drop_fd_hog(s)) {
+            return false;
+        }
         refuse_client(sock, strerror(err));
-        return;
+        return true;
     }
     if (!alloc_peer_id(s, &peer->id)) {
         free_peer(g_steal_pointer(&peer), s->nvectors);
         refuse_client(sock, "all 65536 peer IDs are in use");
-        return;
+        return true;
     }
     peer->sock = sock;
     ev.data.ptr = peer;
@@ -271,21 +443,36 @@ static void join_peer(IvshmemServer *s, int sock)
         peer->sock = -1;    /* refuse_client closes it */
         free_peer(g_steal_pointer(&peer), s->nvectors);
         refuse_client(sock, strerror(err));
-        return;
+        return true;
     }
+    limit_in_flight(s, sock);
 
-    outq_init(&peer->outq, burst + s->queue_limit);
-    queue_setup(s, peer);
+    outq_init(&peer->outq, s->cfg.queue_limit + SETUP_CHUNK +
+              s->nvectors + 3, s->cfg.queue_fds + SETUP_CHUNK +
+              s->nvectors + 1);
+    send_to_peer(s, peer, IVSHMEM_PROTOCOL_VERSION, NULL);
+    send_to_peer(s, peer, peer->id, NULL);
+    send_to_peer(s, peer, IVSHMEM_MSG_SHM, s->shm);
+    peer->generating = true;
+    peer->cursor = 0;
+    peer->in_setup = true;
+    peer->setup_deadline = now_ns() +
+                           (int64_t)s->cfg.setup_timeout_ms * 1000000;
+    QTAILQ_INSERT_TAIL(&s->in_setup, peer, setup_next);
+
     QTAILQ_FOREACH(other, &s->peers, next) {
-        send_vectors(s, other, peer);
-        kick_peer(s, other);
+        if (!setup_will_cover(other, peer->id)) {
+            send_vectors(s, other, peer);
+            kick_peer(s, other);
+        }
     }
-    s->by_id[peer->id] = peer;
+    id_mark(s, peer->id, peer);
     s->npeers++;
     QTAILQ_INSERT_TAIL(&s->peers, peer, next);
-    server_log("peer %u joined with %u vectors (%u peers)", peer->id,
-               s->nvectors, s->npeers);
+    server_log("peer %u joined with %u vectors (%u peers; uid %u pid %d)",
+               peer->id, s->nvectors, s->npeers, cred.uid, cred.pid);
     kick_peer(s, g_steal_pointer(&peer));
+    return true;
 }
 
 /*
@@ -307,28 +494,57 @@ static bool refuse_with_reserve_fd(IvshmemServer *s)
     return sock >= 0;
 }
 
+/*
+ * At most ACCEPT_BATCH per wake-up: the listening socket is level
+ * triggered, so the rest come with the next epoll_wait, after signals.
+ */
 static void accept_clients(IvshmemServer *s)
 {
-    for (;;) {
+    int i;
+
+    for (i = 0; i < ACCEPT_BATCH; i++) {
         int sock = accept4(s->listen_sock, NULL, NULL,
                            SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (sock >= 0) {
             server_debug("accepted connection (fd %d)", sock);
-            join_peer(s, sock);     /* doomed peers are reaped later */
+            if (!join_peer(s, sock)) {
+                g_array_append_val(s->deferred, sock);
+                return;
+            }
             continue;
         }
         if (errno == EINTR || errno == ECONNABORTED) {
             continue;
         }
-        if ((errno == EMFILE || errno == ENFILE) && s->reserve_fd >= 0 &&
-            refuse_with_reserve_fd(s)) {
-            continue;
+        if (errno == EMFILE || errno == ENFILE) {
+            if (drop_fd_hog(s)) {
+                return;     /* accepted again once the hog is reaped */
+            }
+            if (s->reserve_fd >= 0 && refuse_with_reserve_fd(s)) {
+                continue;
+            }
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             server_error("accept: %s", strerror(errno));
         }
         return;
+    }
+}
+
+/* Joins that waited for a hog to be dropped. */
+static void join_deferred(IvshmemServer *s)
+{
+    g_autoptr(GArray) socks = s->deferred;
+    guint i;
+
+    s->deferred = g_array_new(false, false, sizeof(int));
+    for (i = 0; i < socks->len; i++) {
+        int sock = g_array_index(socks, int, i);
+
+        if (!join_peer(s, sock)) {
+            g_array_append_val(s->deferred, sock);
+        }
     }
 }
 
@@ -364,11 +580,101 @@ static void handle_peer_event(IvshmemServer *s, IvshmemServerPeer *peer,
     }
 }
 
+/* Messages sent to @peer that it has not read yet. */
+static uint64_t unread_msgs(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    int queued = 0;
+
+    if (ioctl(peer->sock, SIOCOUTQ, &queued) < 0) {
+        return 0;
+    }
+    return DIV_ROUND_UP((uint64_t)queued, s->msg_truesize);
+}
+
+/* Has @peer read its setup?  Drop it if its time is up. */
+static void check_setup(IvshmemServer *s, IvshmemServerPeer *peer,
+                        int64_t now)
+{
+    if (!peer->generating &&
+        peer->setup_len + unread_msgs(s, peer) <= peer->outq.sent) {
+        peer->in_setup = false;
+        QTAILQ_REMOVE(&s->in_setup, peer, setup_next);
+        server_debug("peer %u read its setup", peer->id);
+    } else if (now >= peer->setup_deadline) {
+        doom_peer(s, peer, "did not read its setup in time "
+                  "(see --setup-timeout)");
+    }
+}
+
+static void handle_tick(IvshmemServer *s)
+{
+    IvshmemServerPeer *peer, *tmp;
+    uint64_t expirations;
+    int64_t now = now_ns();
+
+    if (read(s->timer_fd, &expirations, sizeof(expirations)) < 0) {
+        /* EAGAIN: nothing expired */
+    }
+    if (s->nthrottled) {
+        QTAILQ_FOREACH(peer, &s->peers, next) {
+            if (peer->throttled && !peer->doomed) {
+                flush_peer(s, peer);
+            }
+        }
+    }
+    QTAILQ_FOREACH_SAFE(peer, &s->in_setup, setup_next, tmp) {
+        if (!peer->doomed) {
+            check_setup(s, peer, now);
+        }
+    }
+}
+
+/* Tick only while a peer is throttled or has a setup to read. */
+static void update_timer(IvshmemServer *s)
+{
+    bool need = s->nthrottled || !QTAILQ_EMPTY(&s->in_setup);
+    struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+
+    if (need == s->timer_armed) {
+        return;
+    }
+    if (need) {
+        its.it_interval.tv_nsec = TICK_MS * 1000000;
+        its.it_value.tv_nsec = TICK_MS * 1000000;
+    }
+    if (timerfd_settime(s->timer_fd, 0, &its, NULL) < 0) {
+        server_error("timerfd_settime: %s", strerror(errno));
+        return;
+    }
+    s->timer_armed = need;
+}
+
+static void log_state(IvshmemServer *s)
+{
+    IvshmemServerPeer *peer;
+    size_t queued = 0, fds = 0;
+    uint32_t setup = 0;
+
+    QTAILQ_FOREACH(peer, &s->peers, next) {
+        queued += peer->outq.len;
+        fds += peer->outq.nfds;
+        setup += peer->in_setup;
+    }
+    server_log("state: %u peers (%u reading their setup, %u waiting for "
+               "descriptors in flight to drop); %zu messages queued, %zu "
+               "with descriptors", s->npeers, setup, s->nthrottled, queued,
+               fds);
+}
+
 static void handle_signal(IvshmemServer *s)
 {
     struct signalfd_siginfo si;
 
-    if (read(s->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+    while (read(s->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGUSR1 || si.ssi_signo == SIGUSR2) {
+            log_state(s);
+            continue;
+        }
         server_log("signal %u received, shutting down", si.ssi_signo);
         s->quit = true;
     }
@@ -378,6 +684,7 @@ void ivshmem_server_run(IvshmemServer *s)
 {
     struct epoll_event events[EPOLL_BATCH];
 
+    server_log_start_thread();
     while (!s->quit) {
         int n = epoll_wait(s->epoll_fd, events, EPOLL_BATCH, -1);
         int i;
@@ -387,7 +694,7 @@ void ivshmem_server_run(IvshmemServer *s)
                 continue;
             }
             server_error("epoll_wait: %s", strerror(errno));
-            return;
+            break;
         }
         for (i = 0; i < n; i++) {
             void *tag = events[i].data.ptr;
@@ -396,13 +703,24 @@ void ivshmem_server_run(IvshmemServer *s)
                 accept_clients(s);
             } else if (tag == &signal_tag) {
                 handle_signal(s);
+            } else if (tag == &timer_tag) {
+                handle_tick(s);
             } else {
                 handle_peer_event(s, tag, events[i].events);
             }
         }
         /* Only now: a doomed peer may still appear later in events[]. */
         reap_doomed_peers(s);
+        while (s->deferred->len) {
+            join_deferred(s);
+            if (QSLIST_EMPTY(&s->doomed)) {
+                break;
+            }
+            reap_doomed_peers(s);
+        }
+        update_timer(s);
     }
+    server_log_stop_thread();
 }
 
 static bool watch_fd(IvshmemServer *s, int fd, void *tag, Error **errp)
@@ -418,12 +736,19 @@ static bool watch_fd(IvshmemServer *s, int fd, void *tag, Error **errp)
 
 static int open_signal_fd(Error **errp)
 {
+    static const int signals[] = {
+        SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2,
+    };
     sigset_t set;
+    size_t i;
     int fd;
 
+    /* A vanished log reader or peer must not kill the server. */
+    signal(SIGPIPE, SIG_IGN);
     sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
+    for (i = 0; i < ARRAY_SIZE(signals); i++) {
+        sigaddset(&set, signals[i]);
+    }
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0) {
@@ -432,40 +757,80 @@ static int open_signal_fd(Error **errp)
     return fd;
 }
 
+/* What one queued message costs in a socket buffer, for SO_SNDBUF. */
+static uint32_t measure_msg_truesize(void)
+{
+    uint8_t msg[IVSHMEM_MSG_SIZE] = { 0 };
+    int sv[2], queued = 0;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        return DEFAULT_MSG_TRUESIZE;
+    }
+    if (send(sv[0], msg, sizeof(msg), MSG_DONTWAIT) != sizeof(msg) ||
+        ioctl(sv[0], SIOCOUTQ, &queued) < 0 || queued <= 0) {
+        queued = DEFAULT_MSG_TRUESIZE;
+    }
+    close(sv[0]);
+    close(sv[1]);
+    return queued;
+}
+
 bool ivshmem_server_init(IvshmemServer *s, int listen_sock, int shm_fd,
-                         uint32_t nvectors, size_t queue_limit, Error **errp)
+                         const IvshmemServerConfig *cfg, Error **errp)
 {
     *s = (IvshmemServer) {
-        .nvectors = nvectors,
-        .queue_limit = queue_limit,
+        .cfg = *cfg,
+        .nvectors = cfg->nvectors,
         .shm = shared_fd_new(shm_fd),
         .listen_sock = listen_sock,
         .signal_fd = -1,
+        .timer_fd = -1,
         .by_id = g_new0(IvshmemServerPeer *, IVSHMEM_MAX_PEERS),
+        .deferred = g_array_new(false, false, sizeof(int)),
+        .msg_truesize = measure_msg_truesize(),
     };
     QTAILQ_INIT(&s->peers);
+    QTAILQ_INIT(&s->in_setup);
     QSLIST_INIT(&s->doomed);
 
-    g_unix_set_fd_nonblocking(listen_sock, true, NULL);
+    if (!g_unix_set_fd_nonblocking(listen_sock, true, NULL)) {
+        error_setg_errno(errp, errno, "cannot make the socket non-blocking");
+        return false;
+    }
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (s->epoll_fd < 0) {
         error_setg_errno(errp, errno, "epoll_create1");
         return false;
     }
+    s->timer_fd = timerfd_create(CLOCK_MONOTONIC,
+                                 TFD_NONBLOCK | TFD_CLOEXEC);
+    if (s->timer_fd < 0) {
+        error_setg_errno(errp, errno, "timerfd_create");
+        return false;
+    }
     s->signal_fd = open_signal_fd(errp);
     return s->signal_fd >= 0 &&
            watch_fd(s, listen_sock, &listen_tag, errp) &&
-           watch_fd(s, s->signal_fd, &signal_tag, errp);
+           watch_fd(s, s->signal_fd, &signal_tag, errp) &&
+           watch_fd(s, s->timer_fd, &timer_tag, errp);
 }
 
 void ivshmem_server_cleanup(IvshmemServer *s)
 {
     IvshmemServerPeer *peer, *tmp;
+    guint i;
 
     QTAILQ_FOREACH_SAFE(peer, &s->peers, next, tmp) {
         QTAILQ_REMOVE(&s->peers, peer, next);
         free_peer(peer, s->nvectors);
+    }
+    for (i = 0; s->deferred && i < s->deferred->len; i++) {
+        close(g_array_index(s->deferred, int, i));
+    }
+    if (s->deferred) {
+        g_array_free(s->deferred, true);
+        s->deferred = NULL;
     }
     g_free(s->by_id);
     s->by_id = NULL;
@@ -479,6 +844,9 @@ void ivshmem_server_cleanup(IvshmemServer *s)
     }
     if (s->signal_fd >= 0) {
         close(s->signal_fd);
+    }
+    if (s->timer_fd >= 0) {
+        close(s->timer_fd);
     }
     if (s->reserve_fd >= 0) {
         close(s->reserve_fd);

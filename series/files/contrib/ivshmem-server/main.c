@@ -3,6 +3,9 @@
 
 #include "qemu/osdep.h"
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/un.h>
 #include "qapi/error.h"
@@ -13,13 +16,21 @@
 #include "shm.h"
 #include "ivshmem-server.h"
 
-#define DEFAULT_SOCKET  "/tmp/ivshmem_socket"
+#define DEFAULT_SOCKET_DIR  "/run/ivshmem"
+#define DEFAULT_SOCKET  DEFAULT_SOCKET_DIR "/ivshmem.sock"
 #define DEFAULT_SHM     "ivshmem"
 #define DEFAULT_SIZE    (4 * MiB)
+/* The most MSI-X vectors a QEMU ivshmem device uses */
+#define MAX_DEVICE_VECTORS 2048
+/* Descriptors the server needs besides its peers' */
+#define FD_RESERVE      16
+/* The first fd systemd passes (sd_listen_fds) */
+#define LISTEN_FDS_START 3
 
 typedef struct ServerOptions {
     bool foreground;            /* -F */
     bool verbose;               /* -v */
+    bool memfd;                 /* --memfd */
     const char *socket_path;    /* -S */
     const char *pidfile;        /* -p */
     const char *shm_name;       /* -M */
@@ -27,7 +38,29 @@ typedef struct ServerOptions {
     uint64_t size;              /* -l */
     uint32_t nvectors;          /* -n */
     size_t queue_limit;         /* -q */
+    size_t queue_fds;           /* --queue-fds */
+    uint32_t fds_in_flight;     /* --fds-in-flight */
+    uint32_t max_peers;         /* --max-peers; 0: from RLIMIT_NOFILE */
+    uint32_t setup_timeout;     /* --setup-timeout, seconds */
+    int socket_mode;            /* --socket-mode; -1: 0600, 0660 w/ group */
+    gid_t socket_group;         /* --socket-group; -1: none */
+    gid_t shm_group;            /* --shm-group; -1: none */
+    GArray *allow_uids;         /* --allow-user */
+    GArray *allow_gids;         /* --allow-group */
 } ServerOptions;
+
+enum {
+    OPT_QUEUE_FDS = 256,
+    OPT_FDS_IN_FLIGHT,
+    OPT_MAX_PEERS,
+    OPT_SETUP_TIMEOUT,
+    OPT_SOCKET_MODE,
+    OPT_SOCKET_GROUP,
+    OPT_SHM_GROUP,
+    OPT_ALLOW_USER,
+    OPT_ALLOW_GROUP,
+    OPT_MEMFD,
+};
 
 static void usage(FILE *out, const char *prog)
 {
@@ -37,34 +70,72 @@ static void usage(FILE *out, const char *prog)
 "ivshmem-doorbell devices, ivshmem-client) over a UNIX socket, using\n"
 "protocol version 0.\n"
 "\n"
-"  -S, --socket PATH       listen on PATH (default " DEFAULT_SOCKET ").\n"
-"                          A live server already on PATH is refused;\n"
-"                          a stale socket file is replaced\n"
+"Memory:\n"
 "  -M, --shm NAME          POSIX shared memory object NAME (/dev/shm/NAME),\n"
-"                          created and sized if missing; an existing one\n"
-"                          must have the size of -l (default " DEFAULT_SHM ")\n"
+"                          created (mode 0600) and sized if missing; an\n"
+"                          existing one must have the size of -l, belong\n"
+"                          to the server's user and give no access to\n"
+"                          others (default " DEFAULT_SHM ")\n"
+"      --shm-group GROUP   give GROUP read-write access to a new object,\n"
+"                          and accept an existing one that GROUP may use\n"
 "  -m, --shm-dir DIR       instead of -M: an unlinked file in DIR (e.g. a\n"
 "                          hugetlbfs mount), size rounded up to DIR's\n"
 "                          block (huge page) size\n"
+"      --memfd             instead of -M: a memfd sealed so that no peer\n"
+"                          can shrink or grow it (no SIGBUS from a\n"
+"                          truncated region; not shared across restarts)\n"
 "  -l, --size SIZE         region size, a power of two, with optional\n"
-"                          K/M/G/T suffix (default 4M)\n"
+"                          K/M/G/T suffix (default 4M); must fit in the\n"
+"                          free space of its filesystem\n"
+"\n"
+"Socket and access:\n"
+"  -S, --socket PATH       listen on PATH (default " DEFAULT_SOCKET ",\n"
+"                          its directory created 0750).  PATH.lock is\n"
+"                          held while serving: a second server on PATH is\n"
+"                          refused, a stale socket file is replaced.\n"
+"                          Under systemd socket activation (LISTEN_FDS),\n"
+"                          the inherited socket is used instead\n"
+"      --socket-mode MODE  socket permissions, octal (default 0600, or\n"
+"                          0660 with --socket-group)\n"
+"      --socket-group GROUP  group owning the socket\n"
+"      --allow-user USER   only accept clients running as USER (name or\n"
+"                          uid); may be repeated\n"
+"      --allow-group GROUP only accept clients in GROUP (primary or\n"
+"                          supplementary); may be repeated.  Without\n"
+"                          either, whoever can open the socket is served\n"
+"\n"
+"Peers:\n"
 "  -n, --vectors N         interrupt vectors (eventfds) per peer,\n"
-"                          1..65536 (default 1)\n"
-"  -p, --pidfile FILE      write the server's PID to FILE\n"
-"  -F, --foreground        stay in the foreground, log to stderr\n"
-"                          (default: become a daemon, log to syslog)\n"
+"                          1..%d (default 1)\n"
+"      --max-peers N       refuse clients beyond N peers (default: what\n"
+"                          RLIMIT_NOFILE allows, N x (vectors + 1) fds)\n"
 "  -q, --queue-limit N     messages a client may leave unread beyond its\n"
 "                          setup before it is dropped (default %d per\n"
 "                          vector)\n"
+"      --queue-fds N       descriptors that may wait in a client's queue\n"
+"                          before it is dropped (default %d per vector)\n"
+"      --fds-in-flight N   descriptors a client may leave unread in its\n"
+"                          socket; the kernel counts them against the\n"
+"                          server user's RLIMIT_NOFILE (default %d)\n"
+"      --setup-timeout SECS  drop a client that has not read its setup\n"
+"                          after SECS seconds (default %d)\n"
+"\n"
+"Process:\n"
+"  -p, --pidfile FILE      write the server's PID to FILE\n"
+"  -F, --foreground        stay in the foreground, log to stderr\n"
+"                          (default: become a daemon, log to syslog)\n"
 "  -v, --verbose           log more detail\n"
 "  -h, --help              show this help\n"
 "\n"
 "Peer IDs go up from 0 and wrap after 65535, skipping IDs in use: a\n"
 "departed peer's ID is reused only after all others have been handed out.\n"
-"Logs: one line per peer joining or leaving, with its ID and vectors.\n"
-"SIGTERM/SIGINT remove the socket, the pidfile and the shared memory\n"
-"object if this server created it.\n",
-            prog, IVSHMEM_SERVER_QUEUE_PER_VECTOR);
+"Logs: one line per peer joining (with its uid and pid) or leaving.\n"
+"SIGTERM, SIGINT and SIGHUP remove the socket, the lock file, the pidfile\n"
+"and the shared memory object if this server created it; SIGUSR1 logs\n"
+"the server's state.\n",
+            prog, MAX_DEVICE_VECTORS, IVSHMEM_SERVER_QUEUE_PER_VECTOR,
+            IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR, IVSHMEM_SERVER_FDS_IN_FLIGHT,
+            IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000);
 }
 
 static bool parse_size(const char *arg, uint64_t *size, Error **errp)
@@ -73,17 +144,25 @@ static bool parse_size(const char *arg, uint64_t *size, Error **errp)
         error_setg(errp, "-l %s: not a size (use e.g. 4M, 1G)", arg);
         return false;
     }
-    if (!is_power_of_2(*size) || *size > (UINT64_MAX >> 1)) {
+    if (!is_power_of_2(*size)) {
         error_setg(errp, "-l %s: size must be a power of two", arg);
+        return false;
+    }
+    /* File sizes are off_t: 4E is the largest power of two below 8E. */
+    if (*size > (UINT64_C(1) << 62)) {
+        error_setg(errp, "-l %s: larger than a file can be (at most 4E)",
+                   arg);
         return false;
     }
     return true;
 }
 
 static bool parse_count(const char *flag, const char *arg, uint64_t min,
-                       uint64_t max, uint64_t *val, Error **errp)
+                        uint64_t max, uint64_t *val, Error **errp)
 {
-    if (qemu_strtou64(arg, NULL, 10, val) < 0 || *val < min || *val > max) {
+    /* qemu_strtou64 would wrap "-1" around to UINT64_MAX */
+    if (strchr(arg, '-') || qemu_strtou64(arg, NULL, 10, val) < 0 ||
+        *val < min || *val > max) {
         error_setg(errp, "%s %s: expected an integer in %" PRIu64
                    "..%" PRIu64, flag, arg, min, max);
         return false;
@@ -91,74 +170,197 @@ static bool parse_count(const char *flag, const char *arg, uint64_t min,
     return true;
 }
 
+static bool parse_mode(const char *arg, int *mode, Error **errp)
+{
+    uint64_t val;
+
+    if (strchr(arg, '-') || qemu_strtou64(arg, NULL, 8, &val) < 0 ||
+        val > 0777) {
+        error_setg(errp, "--socket-mode %s: expected an octal mode in "
+                   "0..0777, e.g. 0660", arg);
+        return false;
+    }
+    *mode = val;
+    return true;
+}
+
+static bool parse_group(const char *flag, const char *arg, gid_t *gid,
+                        Error **errp)
+{
+    struct group *gr = getgrnam(arg);
+    uint64_t val;
+
+    if (gr) {
+        *gid = gr->gr_gid;
+        return true;
+    }
+    if (!strchr(arg, '-') && qemu_strtou64(arg, NULL, 10, &val) == 0 &&
+        val < (gid_t)-1) {
+        *gid = val;
+        return true;
+    }
+    error_setg(errp, "%s %s: no such group", flag, arg);
+    return false;
+}
+
+static bool parse_user(const char *arg, uid_t *uid, Error **errp)
+{
+    struct passwd *pw = getpwnam(arg);
+    uint64_t val;
+
+    if (pw) {
+        *uid = pw->pw_uid;
+        return true;
+    }
+    if (!strchr(arg, '-') && qemu_strtou64(arg, NULL, 10, &val) == 0 &&
+        val < (uid_t)-1) {
+        *uid = val;
+        return true;
+    }
+    error_setg(errp, "--allow-user %s: no such user", arg);
+    return false;
+}
+
+static bool parse_option(int c, const char *arg, ServerOptions *o,
+                         Error **errp)
+{
+    uint64_t val;
+    uint32_t id;
+
+    switch (c) {
+    case 'S':
+        o->socket_path = arg;
+        return true;
+    case 'M':
+        o->shm_name = arg;
+        return true;
+    case 'm':
+        o->shm_dir = arg;
+        return true;
+    case OPT_MEMFD:
+        o->memfd = true;
+        return true;
+    case 'l':
+        return parse_size(arg, &o->size, errp);
+    case 'n':
+        if (!parse_count("-n", arg, 1, MAX_DEVICE_VECTORS, &val, errp)) {
+            error_append_hint(errp, "QEMU devices use at most %d vectors\n",
+                              MAX_DEVICE_VECTORS);
+            return false;
+        }
+        o->nvectors = val;
+        return true;
+    case 'p':
+        o->pidfile = arg;
+        return true;
+    case 'F':
+        o->foreground = true;
+        return true;
+    case 'q':
+        if (!parse_count("-q", arg, 1, SIZE_MAX / 2, &val, errp)) {
+            return false;
+        }
+        o->queue_limit = val;
+        return true;
+    case OPT_QUEUE_FDS:
+        if (!parse_count("--queue-fds", arg, 1, SIZE_MAX / 2, &val, errp)) {
+            return false;
+        }
+        o->queue_fds = val;
+        return true;
+    case OPT_FDS_IN_FLIGHT:
+        if (!parse_count("--fds-in-flight", arg, 1, 65536, &val, errp)) {
+            return false;
+        }
+        o->fds_in_flight = val;
+        return true;
+    case OPT_MAX_PEERS:
+        if (!parse_count("--max-peers", arg, 1, IVSHMEM_MAX_PEERS, &val,
+                         errp)) {
+            return false;
+        }
+        o->max_peers = val;
+        return true;
+    case OPT_SETUP_TIMEOUT:
+        if (!parse_count("--setup-timeout", arg, 1, 3600, &val, errp)) {
+            return false;
+        }
+        o->setup_timeout = val;
+        return true;
+    case OPT_SOCKET_MODE:
+        return parse_mode(arg, &o->socket_mode, errp);
+    case OPT_SOCKET_GROUP:
+        return parse_group("--socket-group", arg, &o->socket_group, errp);
+    case OPT_SHM_GROUP:
+        return parse_group("--shm-group", arg, &o->shm_group, errp);
+    case OPT_ALLOW_USER:
+        if (!parse_user(arg, &id, errp)) {
+            return false;
+        }
+        g_array_append_val(o->allow_uids, id);
+        return true;
+    case OPT_ALLOW_GROUP:
+        if (!parse_group("--allow-group", arg, &id, errp)) {
+            return false;
+        }
+        g_array_append_val(o->allow_gids, id);
+        return true;
+    case 'v':
+        o->verbose = true;
+        return true;
+    default:
+        error_setg(errp, "invalid option (see --help)");
+        return false;
+    }
+}
+
 static bool parse_options(int argc, char **argv, ServerOptions *o,
                           Error **errp)
 {
     static const struct option longopts[] = {
         { "socket", required_argument, NULL, 'S' },
+        { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+        { "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
+        { "allow-user", required_argument, NULL, OPT_ALLOW_USER },
+        { "allow-group", required_argument, NULL, OPT_ALLOW_GROUP },
         { "shm", required_argument, NULL, 'M' },
+        { "shm-group", required_argument, NULL, OPT_SHM_GROUP },
         { "shm-dir", required_argument, NULL, 'm' },
+        { "memfd", no_argument, NULL, OPT_MEMFD },
         { "size", required_argument, NULL, 'l' },
         { "vectors", required_argument, NULL, 'n' },
+        { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
         { "pidfile", required_argument, NULL, 'p' },
         { "foreground", no_argument, NULL, 'F' },
         { "queue-limit", required_argument, NULL, 'q' },
+        { "queue-fds", required_argument, NULL, OPT_QUEUE_FDS },
+        { "fds-in-flight", required_argument, NULL, OPT_FDS_IN_FLIGHT },
+        { "setup-timeout", required_argument, NULL, OPT_SETUP_TIMEOUT },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    uint64_t val;
     int c;
 
     *o = (ServerOptions) {
         .socket_path = DEFAULT_SOCKET,
         .size = DEFAULT_SIZE,
         .nvectors = 1,
+        .fds_in_flight = IVSHMEM_SERVER_FDS_IN_FLIGHT,
+        .setup_timeout = IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000,
+        .socket_mode = -1,
+        .socket_group = -1,
+        .shm_group = -1,
+        .allow_uids = g_array_new(false, false, sizeof(uint32_t)),
+        .allow_gids = g_array_new(false, false, sizeof(uint32_t)),
     };
     while ((c = getopt_long(argc, argv, "S:M:m:l:n:p:Fq:vh",
                             longopts, NULL)) != -1) {
-        switch (c) {
-        case 'S':
-            o->socket_path = optarg;
-            break;
-        case 'M':
-            o->shm_name = optarg;
-            break;
-        case 'm':
-            o->shm_dir = optarg;
-            break;
-        case 'l':
-            if (!parse_size(optarg, &o->size, errp)) {
-                return false;
-            }
-            break;
-        case 'n':
-            if (!parse_count("-n", optarg, 1, IVSHMEM_MAX_VECTORS, &val,
-                            errp)) {
-                return false;
-            }
-            o->nvectors = val;
-            break;
-        case 'p':
-            o->pidfile = optarg;
-            break;
-        case 'F':
-            o->foreground = true;
-            break;
-        case 'q':
-            if (!parse_count("-q", optarg, 1, SIZE_MAX / 2, &val, errp)) {
-                return false;
-            }
-            o->queue_limit = val;
-            break;
-        case 'v':
-            o->verbose = true;
-            break;
-        case 'h':
+        if (c == 'h') {
             usage(stdout, argv[0]);
             exit(0);
-        default:
-            error_setg(errp, "invalid option (see --help)");
+        }
+        if (!parse_option(c, optarg, o, errp)) {
             return false;
         }
     }
@@ -167,39 +369,191 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
                    argv[optind]);
         return false;
     }
-    if (o->shm_name && o->shm_dir) {
-        error_setg(errp, "-M and -m are mutually exclusive");
+    if (!!o->shm_name + !!o->shm_dir + o->memfd > 1) {
+        error_setg(errp, "-M, -m and --memfd are mutually exclusive");
         return false;
     }
-    if (!o->shm_dir && !o->shm_name) {
+    if (!o->shm_dir && !o->shm_name && !o->memfd) {
         o->shm_name = DEFAULT_SHM;
     }
     if (!o->socket_path[0]) {
         error_setg(errp, "-S: empty socket path");
         return false;
     }
+    if (o->socket_mode < 0) {
+        o->socket_mode = o->socket_group == (gid_t)-1 ? 0600 : 0660;
+    }
+    if (!o->queue_limit) {
+        o->queue_limit = (size_t)IVSHMEM_SERVER_QUEUE_PER_VECTOR * o->nvectors;
+    }
+    if (!o->queue_fds) {
+        o->queue_fds = (size_t)IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR *
+                       o->nvectors;
+    }
     return true;
 }
 
-/* Descriptors are the server's main resource: take all we may. */
-static void raise_fd_limit(void)
+/*
+ * Descriptors are the server's main resource: take all we may, and check
+ * that they are enough for the peers expected.
+ */
+static bool check_fd_limit(ServerOptions *o, Error **errp)
 {
     struct rlimit rl;
+    uint64_t per_peer = o->nvectors + 1, peers;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        error_setg_errno(errp, errno, "getrlimit(RLIMIT_NOFILE)");
+        return false;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    peers = rl.rlim_cur > FD_RESERVE ?
+            (rl.rlim_cur - FD_RESERVE) / per_peer : 0;
+    if (peers < 2) {
+        error_setg(errp, "-n %u: the descriptor limit (RLIMIT_NOFILE %"
+                   PRIu64 ") does not allow 2 peers of %" PRIu64
+                   " descriptors each; raise it (ulimit -n, LimitNOFILE=) "
+                   "or lower -n", o->nvectors, (uint64_t)rl.rlim_cur,
+                   per_peer);
+        return false;
+    }
+    if (o->max_peers > peers) {
+        error_setg(errp, "--max-peers %u: with -n %u that needs %" PRIu64
+                   " descriptors, but RLIMIT_NOFILE is %" PRIu64 "; raise "
+                   "it (ulimit -n, LimitNOFILE=) or lower --max-peers",
+                   o->max_peers, o->nvectors,
+                   o->max_peers * per_peer + FD_RESERVE,
+                   (uint64_t)rl.rlim_cur);
+        return false;
+    }
+    if (!o->max_peers) {
+        o->max_peers = MIN(peers, IVSHMEM_MAX_PEERS);
+    }
+    return true;
+}
+
+/*
+ * The socket activation protocol of systemd (sd_listen_fds(3)): one
+ * listening UNIX stream socket at fd 3.  Returns it, -1 if not activated,
+ * -2 on error.
+ */
+static int inherited_socket(Error **errp)
+{
+    const char *pid = getenv("LISTEN_PID");
+    const char *fds = getenv("LISTEN_FDS");
+    uint64_t val;
+    int type = 0, domain = 0, listening = 0;
+    socklen_t len = sizeof(int);
+
+    if (!pid || !fds || qemu_strtou64(pid, NULL, 10, &val) < 0 ||
+        val != (uint64_t)getpid()) {
+        return -1;
+    }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (qemu_strtou64(fds, NULL, 10, &val) < 0 || val != 1) {
+        error_setg(errp, "LISTEN_FDS=%s: expected exactly one socket "
+                   "(one ListenStream= in the socket unit)", fds);
+        return -2;
+    }
+    if (getsockopt(LISTEN_FDS_START, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        getsockopt(LISTEN_FDS_START, SOL_SOCKET, SO_DOMAIN, &domain,
+                   &len) < 0 ||
+        getsockopt(LISTEN_FDS_START, SOL_SOCKET, SO_ACCEPTCONN, &listening,
+                   &len) < 0 ||
+        type != SOCK_STREAM || domain != AF_UNIX || !listening) {
+        error_setg(errp, "LISTEN_FDS: fd %d is not a listening UNIX stream "
+                   "socket (use ListenStream=/path in the socket unit)",
+                   LISTEN_FDS_START);
+        return -2;
+    }
+    qemu_set_cloexec(LISTEN_FDS_START);
+    return LISTEN_FDS_START;
+}
+
+/*
+ * Hold PATH.lock while serving on PATH: a second server is refused
+ * without connecting to the first (which would see a peer come and go)
+ * and without blocking on its backlog.  Returns the lock's fd.
+ */
+static int lock_socket_path(const char *path, char **lock_path,
+                            Error **errp)
+{
+    g_autofree char *lpath = g_strdup_printf("%s.lock", path);
+
+    for (;;) {
+        struct stat a, b;
+        char pid[32] = "";
+        ssize_t n;
+        int fd = open(lpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                      0600);
+
+        if (fd < 0) {
+            error_setg_errno(errp, errno, "-S %s: cannot open %s", path,
+                             lpath);
+            return -1;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            int err = errno;
+
+            n = read(fd, pid, sizeof(pid) - 1);
+            pid[n > 0 ? n : 0] = 0;
+            g_strchomp(pid);
+            close(fd);
+            if (err == EWOULDBLOCK) {
+                error_setg(errp, "-S %s: another server is already serving "
+                           "there (pid %s, holding %s)", path,
+                           pid[0] ? pid : "unknown", lpath);
+            } else {
+                error_setg_errno(errp, err, "-S %s: cannot lock %s", path,
+                                 lpath);
+            }
+            return -1;
+        }
+        /* The previous holder may have removed it before we locked it. */
+        if (fstat(fd, &a) < 0 || stat(lpath, &b) < 0 ||
+            a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+            close(fd);
+            continue;
+        }
+        g_autofree char *text = g_strdup_printf("%d\n", getpid());
+        if (ftruncate(fd, 0) < 0 ||
+            write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+            error_setg_errno(errp, errno, "-S %s: cannot write %s", path,
+                             lpath);
+            close(fd);
+            return -1;
+        }
+        *lock_path = g_steal_pointer(&lpath);
+        return fd;
     }
 }
 
-/* Is a server accepting on @path?  Removes a stale socket file. */
+/*
+ * We hold the lock, so no server of ours is on @path; remove a stale
+ * socket file, unless a server that does not take the lock (an older
+ * one) answers.  The probe does not block on a full backlog.
+ */
 static bool clear_socket_path(const char *path, struct sockaddr_un *addr,
                               Error **errp)
 {
     struct stat st;
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int ret, err;
+    int probe, ret, err;
 
+    if (lstat(path, &st) < 0) {
+        return true;            /* nothing there, or bind will explain */
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        error_setg(errp, "-S %s: exists and is not a socket", path);
+        return false;
+    }
+    probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (probe < 0) {
         error_setg_errno(errp, errno, "socket");
         return false;
@@ -207,16 +561,9 @@ static bool clear_socket_path(const char *path, struct sockaddr_un *addr,
     ret = connect(probe, (struct sockaddr *)addr, sizeof(*addr));
     err = errno;
     close(probe);
-    if (ret == 0) {
+    if (ret == 0 || err == EAGAIN || err == EINPROGRESS) {
         error_setg(errp, "-S %s: another server is already listening there",
                    path);
-        return false;
-    }
-    if (err != ECONNREFUSED || lstat(path, &st) < 0) {
-        return true;            /* nothing there, or bind will explain */
-    }
-    if (!S_ISSOCK(st.st_mode)) {
-        error_setg(errp, "-S %s: exists and is not a socket", path);
         return false;
     }
     if (unlink(path) < 0) {
@@ -227,10 +574,32 @@ static bool clear_socket_path(const char *path, struct sockaddr_un *addr,
     return true;
 }
 
-static int open_listen_socket(const char *path, Error **errp)
+/* The default socket's directory: created 0750, group --socket-group. */
+static bool make_socket_dir(const ServerOptions *o, Error **errp)
+{
+    if (mkdir(DEFAULT_SOCKET_DIR, 0750) < 0) {
+        if (errno == EEXIST) {
+            return true;
+        }
+        error_setg_errno(errp, errno, "cannot create " DEFAULT_SOCKET_DIR
+                         " for the default socket (use -S PATH)");
+        return false;
+    }
+    if (o->socket_group != (gid_t)-1 &&
+        chown(DEFAULT_SOCKET_DIR, -1, o->socket_group) < 0) {
+        error_setg_errno(errp, errno, "cannot give " DEFAULT_SOCKET_DIR
+                         " to group %u", o->socket_group);
+        return false;
+    }
+    return true;
+}
+
+static int open_listen_socket(const ServerOptions *o, const char *path,
+                              Error **errp)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    int sock;
+    mode_t old_umask;
+    int sock, ret;
 
     if (strlen(path) >= sizeof(addr.sun_path)) {
         error_setg(errp, "-S %s: path longer than %zu bytes", path,
@@ -246,18 +615,34 @@ static int open_listen_socket(const char *path, Error **errp)
         error_setg_errno(errp, errno, "socket");
         return -1;
     }
-    if (bind(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    /* Nobody else may connect before the mode and group are set. */
+    old_umask = umask(0177);
+    ret = bind(sock, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old_umask);
+    if (ret < 0) {
         error_setg_errno(errp, errno, "-S %s: cannot bind", path);
         close(sock);
         return -1;
     }
+    if (o->socket_group != (gid_t)-1 && chown(path, -1, o->socket_group) < 0) {
+        error_setg_errno(errp, errno, "--socket-group: cannot give %s to "
+                         "group %u", path, o->socket_group);
+        goto fail;
+    }
+    if (chmod(path, o->socket_mode) < 0) {
+        error_setg_errno(errp, errno, "--socket-mode: cannot chmod %s", path);
+        goto fail;
+    }
     if (listen(sock, SOMAXCONN) < 0) {
         error_setg_errno(errp, errno, "-S %s: cannot listen", path);
-        close(sock);
-        unlink(path);
-        return -1;
+        goto fail;
     }
     return sock;
+
+fail:
+    close(sock);
+    unlink(path);
+    return -1;
 }
 
 /*
@@ -307,7 +692,10 @@ static int daemonize_start(void)
         exit(status);
     }
     close(fds[0]);
-    setsid();
+    if (setsid() < 0) {
+        perror("ivshmem-server: setsid");
+        _exit(1);
+    }
     pid = fork();
     if (pid < 0) {
         exit(1);
@@ -325,13 +713,14 @@ static void daemonize_finish(int ready_fd, char status)
 {
     int null = open("/dev/null", O_RDWR);
 
-    if (null >= 0) {
-        dup2(null, STDIN_FILENO);
-        dup2(null, STDOUT_FILENO);
-        dup2(null, STDERR_FILENO);
-        if (null > STDERR_FILENO) {
-            close(null);
-        }
+    if (null < 0 || dup2(null, STDIN_FILENO) < 0 ||
+        dup2(null, STDOUT_FILENO) < 0 || dup2(null, STDERR_FILENO) < 0) {
+        server_error("cannot redirect stdio to /dev/null: %s",
+                     strerror(errno));
+        status = 1;
+    }
+    if (null > STDERR_FILENO) {
+        close(null);
     }
     if (write(ready_fd, &status, 1) != 1) {
         /* the parent is gone; nothing to tell */
@@ -339,12 +728,48 @@ static void daemonize_finish(int ready_fd, char status)
     close(ready_fd);
 }
 
+/* The pidfile: not through a symlink, and locked while we run. */
+static int write_pidfile(const char *path, Error **errp)
+{
+    g_autofree char *text = g_strdup_printf("%d\n", getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "-p %s: cannot open", path);
+        return -1;
+    }
+    if (lockf(fd, F_TLOCK, 0) < 0) {
+        error_setg_errno(errp, errno, "-p %s: cannot lock (is another "
+                         "server using it?)", path);
+        close(fd);
+        return -1;
+    }
+    if (ftruncate(fd, 0) < 0 ||
+        write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+        error_setg_errno(errp, errno, "-p %s: cannot write", path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static bool open_shm(const ServerOptions *o, ServerShm *shm, Error **errp)
 {
+    if (o->memfd) {
+        return server_shm_open_memfd(shm, o->size, errp);
+    }
     if (o->shm_dir) {
         return server_shm_open_dir(shm, o->shm_dir, o->size, errp);
     }
-    return server_shm_open_posix(shm, o->shm_name, o->size, errp);
+    return server_shm_open_posix(shm, o->shm_name, o->size, o->shm_group,
+                                 errp);
+}
+
+static void remove_file(const char *path)
+{
+    if (path && unlink(path) < 0 && errno != ENOENT) {
+        server_error("cannot remove %s: %s", path, strerror(errno));
+    }
 }
 
 static void die(const char *prog, Error *err)
@@ -354,45 +779,96 @@ static void die(const char *prog, Error *err)
     exit(1);
 }
 
+/* A daemon keeps none of its parent's descriptors but systemd's socket. */
+static void close_inherited_fds(void)
+{
+    int first = LISTEN_FDS_START;
+    const char *pid = getenv("LISTEN_PID");
+
+    if (pid && atoi(pid) == getpid()) {
+        first++;
+    }
+    if (close_range(first, ~0U, 0) < 0) {
+        perror("ivshmem-server: close_range");
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_autofree char *prog = g_path_get_basename(argv[0]);
     g_autofree char *socket_path = NULL;
+    g_autofree char *lock_path = NULL;
     g_autofree char *pidfile = NULL;
+    IvshmemServerConfig cfg;
     IvshmemServer server;
     ServerOptions o;
     ServerShm shm;
     Error *err = NULL;
-    int sock, ready_fd = -1;
+    int sock, ready_fd = -1, lock_fd = -1, pid_fd = -1;
+    bool activated;
 
-    if (!parse_options(argc, argv, &o, &err)) {
+    if (!parse_options(argc, argv, &o, &err) ||
+        !check_fd_limit(&o, &err)) {
         die(prog, err);
     }
-    if (!o.queue_limit) {
-        o.queue_limit = (size_t)IVSHMEM_SERVER_QUEUE_PER_VECTOR * o.nvectors;
+    if (!o.foreground) {
+        close_inherited_fds();
     }
     /* Absolute, so that clean-up works after the daemon's chdir("/"). */
     socket_path = g_canonicalize_filename(o.socket_path, NULL);
     pidfile = o.pidfile ? g_canonicalize_filename(o.pidfile, NULL) : NULL;
-    raise_fd_limit();
 
-    if (!open_shm(&o, &shm, &err)) {
+    sock = inherited_socket(&err);
+    if (sock == -2) {
         die(prog, err);
     }
-    sock = open_listen_socket(socket_path, &err);
-    if (sock < 0) {
-        server_shm_cleanup(&shm);
+    activated = sock >= 0;
+    if (!activated) {
+        if (!strcmp(o.socket_path, DEFAULT_SOCKET) &&
+            !make_socket_dir(&o, &err)) {
+            die(prog, err);
+        }
+        lock_fd = lock_socket_path(socket_path, &lock_path, &err);
+        if (lock_fd < 0) {
+            die(prog, err);
+        }
+    }
+    if (!open_shm(&o, &shm, &err)) {
+        remove_file(lock_path);
         die(prog, err);
+    }
+    if (!activated) {
+        sock = open_listen_socket(&o, socket_path, &err);
+        if (sock < 0) {
+            server_shm_cleanup(&shm);
+            remove_file(lock_path);
+            die(prog, err);
+        }
     }
     if (!o.foreground) {
         ready_fd = daemonize_start();
     }
     server_log_setup(!o.foreground, o.verbose);
-    if ((pidfile && !qemu_write_pidfile(pidfile, &err)) ||
-        !ivshmem_server_init(&server, sock, shm.fd, o.nvectors,
-                             o.queue_limit, &err)) {
+    cfg = (IvshmemServerConfig) {
+        .nvectors = o.nvectors,
+        .queue_limit = o.queue_limit,
+        .queue_fds = o.queue_fds,
+        .fds_in_flight = o.fds_in_flight,
+        .max_peers = o.max_peers,
+        .setup_timeout_ms = o.setup_timeout * 1000,
+        .allow_uids = o.allow_uids,
+        .allow_gids = o.allow_gids,
+    };
+    if (pidfile) {
+        pid_fd = write_pidfile(pidfile, &err);
+    }
+    if ((pidfile && pid_fd < 0) ||
+        !ivshmem_server_init(&server, sock, shm.fd, &cfg, &err)) {
         server_error("%s", error_get_pretty(err));
-        unlink(socket_path);
+        if (!activated) {
+            remove_file(socket_path);
+        }
+        remove_file(lock_path);
         server_shm_cleanup(&shm);
         if (ready_fd >= 0) {
             daemonize_finish(ready_fd, 1);
@@ -400,8 +876,11 @@ int main(int argc, char **argv)
         return 1;
     }
     shm.fd = -1;                /* the server owns it now */
-    server_log("listening on %s: %" PRIu64 " bytes of shared memory, "
-               "%u vectors per peer", socket_path, shm.size, o.nvectors);
+    server_log("listening on %s%s: %" PRIu64 " bytes of %s shared memory, "
+               "%u vectors per peer, at most %u peers",
+               activated ? "the socket from systemd, " : "", socket_path,
+               shm.size, o.memfd ? "sealed memfd" : "", o.nvectors,
+               o.max_peers);
     if (ready_fd >= 0) {
         daemonize_finish(ready_fd, 0);
     }
@@ -409,10 +888,19 @@ int main(int argc, char **argv)
     ivshmem_server_run(&server);
 
     ivshmem_server_cleanup(&server);
-    unlink(socket_path);
+    if (!activated) {
+        remove_file(socket_path);   /* systemd owns an inherited one */
+    }
     if (pidfile) {
-        unlink(pidfile);
+        remove_file(pidfile);
+        close(pid_fd);
+    }
+    remove_file(lock_path);
+    if (lock_fd >= 0) {
+        close(lock_fd);
     }
     server_shm_cleanup(&shm);
+    g_array_free(o.allow_uids, true);
+    g_array_free(o.allow_gids, true);
     return 0;
 }

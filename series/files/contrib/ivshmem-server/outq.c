@@ -13,6 +13,7 @@ SharedFd *shared_fd_new(int fd)
 
     sfd->fd = fd;
     sfd->refs = 1;
+    sfd->orphan = false;
     return sfd;
 }
 
@@ -30,9 +31,9 @@ void shared_fd_unref(SharedFd *sfd)
     }
 }
 
-void outq_init(OutQueue *q, size_t limit)
+void outq_init(OutQueue *q, size_t limit, size_t fd_limit)
 {
-    *q = (OutQueue) { .limit = limit };
+    *q = (OutQueue) { .limit = limit, .fd_limit = fd_limit };
 }
 
 static void outq_grow(OutQueue *q)
@@ -50,12 +51,15 @@ static void outq_grow(OutQueue *q)
     q->head = 0;
 }
 
-bool outq_push(OutQueue *q, int64_t value, SharedFd *sfd)
+OutPushResult outq_push(OutQueue *q, int64_t value, SharedFd *sfd)
 {
     OutMsg *m;
 
     if (q->len >= q->limit) {
-        return false;
+        return OUTQ_PUSH_FULL;
+    }
+    if (sfd && q->nfds >= q->fd_limit) {
+        return OUTQ_PUSH_FDS_FULL;
     }
     if (q->len == q->cap) {
         outq_grow(q);
@@ -63,12 +67,14 @@ bool outq_push(OutQueue *q, int64_t value, SharedFd *sfd)
     m = &q->ring[(q->head + q->len) % q->cap];
     m->value = value;
     m->sfd = sfd ? shared_fd_ref(sfd) : NULL;
+    q->nfds += sfd != NULL;
     q->len++;
-    return true;
+    return OUTQ_PUSH_OK;
 }
 
 static void outq_pop(OutQueue *q)
 {
+    q->nfds -= q->ring[q->head].sfd != NULL;
     shared_fd_unref(q->ring[q->head].sfd);
     q->head = (q->head + 1) % q->cap;
     q->len--;
@@ -129,10 +135,19 @@ OutFlushResult outq_flush(OutQueue *q, int sock)
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 return OUTQ_FLUSH_BLOCKED;
             }
+            if (errno == ETOOMANYREFS) {
+                /*
+                 * The kernel limits the fds a user has in flight (sent,
+                 * not yet received) to its RLIMIT_NOFILE, root excepted.
+                 * Not this client's fault: retry once others have read.
+                 */
+                return OUTQ_FLUSH_THROTTLED;
+            }
             return OUTQ_FLUSH_ERROR;
         }
         q->sent_bytes += n;
         if (q->sent_bytes == IVSHMEM_MSG_SIZE) {
+            q->sent++;
             outq_pop(q);
         }
     }
@@ -144,4 +159,16 @@ void outq_clear(OutQueue *q)
     while (q->len > 0) {
         outq_pop(q);
     }
+}
+
+size_t outq_count_orphans(const OutQueue *q)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < q->len; i++) {
+        const SharedFd *sfd = q->ring[(q->head + i) % q->cap].sfd;
+
+        n += sfd && sfd->orphan;
+    }
+    return n;
 }

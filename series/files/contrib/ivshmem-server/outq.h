@@ -12,6 +12,7 @@
 typedef struct SharedFd {
     int fd;
     unsigned refs;
+    bool orphan;                /* its owner left; only queues hold it */
 } SharedFd;
 
 SharedFd *shared_fd_new(int fd);
@@ -30,20 +31,32 @@ typedef struct OutQueue {
     size_t head;
     size_t len;
     size_t limit;               /* push fails once len reaches it */
+    size_t nfds;                /* queued messages that carry an fd */
+    size_t fd_limit;            /* push of an fd fails once nfds reaches it */
     size_t sent_bytes;          /* of the head message, after a short send */
+    uint64_t sent;              /* messages handed to the kernel in all */
 } OutQueue;
+
+typedef enum OutPushResult {
+    OUTQ_PUSH_OK,
+    OUTQ_PUSH_FULL,             /* @limit messages queued */
+    OUTQ_PUSH_FDS_FULL,         /* @fd_limit descriptors queued */
+} OutPushResult;
 
 typedef enum OutFlushResult {
     OUTQ_FLUSH_EMPTY,           /* everything sent */
     OUTQ_FLUSH_BLOCKED,         /* socket full: wait for EPOLLOUT */
+    OUTQ_FLUSH_THROTTLED,       /* ETOOMANYREFS: too many fds in flight */
     OUTQ_FLUSH_ERROR,           /* the client is gone; errno is set */
 } OutFlushResult;
 
-void outq_init(OutQueue *q, size_t limit);
-/* Queue a message; takes a new reference on @sfd.  False when full. */
-bool outq_push(OutQueue *q, int64_t value, SharedFd *sfd);
+void outq_init(OutQueue *q, size_t limit, size_t fd_limit);
+/* Queue a message; takes a new reference on @sfd unless it fails. */
+OutPushResult outq_push(OutQueue *q, int64_t value, SharedFd *sfd);
 /* Send as much as the non-blocking socket @sock takes. */
 OutFlushResult outq_flush(OutQueue *q, int sock);
 void outq_clear(OutQueue *q);
+/* Queued messages whose fd is held only because they are queued. */
+size_t outq_count_orphans(const OutQueue *q);
 
 #endif

@@ -10,9 +10,16 @@ typedef struct ServerShm {
     bool created;               /* we created the POSIX object */
 } ServerShm;
 
-/* -M NAME: open or create the POSIX shared memory object NAME. */
+/*
+ * -M NAME: open or create the POSIX shared memory object NAME.  An
+ * existing object is used only if it belongs to the server's user and
+ * gives no access to others, nor to a group other than @group (-1: none).
+ * A new one is created 0600, or 0660 owned by @group.
+ */
 bool server_shm_open_posix(ServerShm *shm, const char *name, uint64_t size,
-                           Error **errp);
+                           gid_t group, Error **errp);
+/* --memfd: a memfd sealed against shrinking, growing and further seals. */
+bool server_shm_open_memfd(ServerShm *shm, uint64_t size, Error **errp);
 /* -m DIR: an unlinked file in DIR, rounded up to its block size. */
 bool server_shm_open_dir(ServerShm *shm, const char *dir, uint64_t size,
                          Error **errp);
