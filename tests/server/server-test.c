@@ -249,7 +249,8 @@ static bool server_start_v(Server *s, rlim_t nofile, va_list ap)
     argv[argc++] = "-S";
     argv[argc++] = s->sock;
     while ((a = va_arg(ap, const char *)) && argc < 36) {
-        own_shm |= !strcmp(a, "-M") || !strcmp(a, "-m");
+        own_shm |= !strcmp(a, "-M") || !strcmp(a, "-m") ||
+                   !strcmp(a, "--memfd");
         argv[argc++] = (char *)a;
     }
     if (!own_shm) {
@@ -1999,6 +2000,498 @@ static void test_storm(void)
     server_stop(&s);
 }
 
+
+/* Issue 14.5: started as systemd would, on an inherited listening socket. */
+static pid_t spawn_activated(int lsock, const char *shm, const char *log)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        char *argv[] = { (char *)server_bin, "-F", "-M", (char *)shm, NULL };
+        char val[16];
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+
+        dup2(fd, 1);
+        dup2(fd, 2);
+        dup2(lsock, 3);
+        snprintf(val, sizeof(val), "%d", getpid());
+        setenv("LISTEN_PID", val, 1);
+        setenv("LISTEN_FDS", "1", 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void test_socket_activation(void)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    char path[100], log[128], name[64];
+    int lsock, early, status;
+    pid_t pid;
+    Peer p = { .sock = -1, .shm = -1 }, q = { .sock = -1, .shm = -1 };
+    bool good;
+
+    snprintf(path, sizeof(path), "%s/activated.sock", tmpdir);
+    snprintf(log, sizeof(log), "%s/activated.log", tmpdir);
+    snprintf(name, sizeof(name), "ivsrv-test-%d-act", getpid());
+    strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+    lsock = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(lsock, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(lsock, 16) < 0) {
+        check(false, "listening socket for activation");
+        return;
+    }
+    pid = spawn_activated(lsock, name, log);
+    good = wait_for_text(log, "from systemd", 10) &&
+           peer_join(&p, path, 1) && p.id == 0;
+    check(good, "LISTEN_FDS=1: the server serves on the inherited socket");
+    peer_close(&p);
+    kill(pid, SIGTERM);
+    status = wait_pid(pid, 10);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+          access(path, F_OK) == 0, "on SIGTERM it leaves the socket, which "
+          "systemd owns, in place");
+    /* a client connecting while no server runs is served by the next */
+    early = connect_to(path);
+    pid = spawn_activated(lsock, name, log);
+    good = early >= 0 && peer_read_setup(&q, early, 1) && q.id == 0;
+    check(good, "a client that connected between two servers is served "
+          "by the restarted one");
+    peer_close(&q);
+    kill(pid, SIGTERM);
+    wait_pid(pid, 10);
+    close(lsock);
+    unlink(path);
+    {
+        char *argv[] = { (char *)server_bin, "-F", "-M", name, NULL };
+        char val[16];
+        pid_t child = fork();
+
+        if (child == 0) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+            dup2(fd, 1);
+            dup2(fd, 2);
+            dup2(fd, 3);        /* not a socket */
+            snprintf(val, sizeof(val), "%d", getpid());
+            setenv("LISTEN_PID", val, 1);
+            setenv("LISTEN_FDS", "1", 1);
+            execv(argv[0], argv);
+            _exit(127);
+        }
+        status = wait_pid(child, 10);
+        check(WIFEXITED(status) && WEXITSTATUS(status) == 1 &&
+              strstr(slurp(log), "not a listening UNIX stream socket"),
+              "an inherited fd that is not a listening socket is refused");
+    }
+    snprintf(path, sizeof(path), "/%s", name);
+    shm_unlink(path);
+}
+
+/* Issue 14.9: signals, a vanished or blocked log reader. */
+static void test_signals_and_logging(void)
+{
+    Server s;
+    Peer p, q;
+    char pidfile[128], lock[128];
+    int status, i, pfd[2];
+    double worst = 0, t0;
+    bool good;
+
+    snprintf(pidfile, sizeof(pidfile), "%s/sig.pid", tmpdir);
+    if (!server_start(&s, "-p", pidfile, NULL)) {
+        check(false, "server starts");
+        return;
+    }
+    snprintf(lock, sizeof(lock), "%s.lock", s.sock);
+    kill(s.pid, SIGUSR1);
+    check(wait_for_text(s.log, "state: 0 peers", 2) && kill(s.pid, 0) == 0,
+          "SIGUSR1 logs the state and the server keeps running");
+    kill(s.pid, SIGHUP);
+    status = wait_pid(s.pid, 10);
+    s.pid = 0;
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+          access(s.sock, F_OK) != 0 && access(pidfile, F_OK) != 0 &&
+          access(lock, F_OK) != 0 && !shm_exists(s.shm),
+          "SIGHUP: exit 0; socket, lock file, pidfile and shm object "
+          "removed");
+
+    /* stderr is a pipe: first nobody reads it, then the reader exits */
+    if (pipe(pfd) < 0) {
+        return;
+    }
+    server_paths(&s);
+    s.pid = fork();
+    if (s.pid == 0) {
+        char *argv[] = { (char *)server_bin, "-F", "-v", "-S", s.sock,
+                         "-M", s.shm, NULL };
+
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    t0 = now();
+    while (access(s.sock, F_OK) != 0 && now() - t0 < 10) {
+        usleep(10000);
+    }
+    good = peer_join(&p, s.sock, 1);
+    for (i = 0; good && i < 2000; i++) {
+        t0 = now();
+        good = peer_join(&q, s.sock, 1) && expect_vectors(p.sock, q.id, 1,
+                                                          NULL);
+        worst = fmax(worst, now() - t0);
+        peer_close(&q);
+        good = good && expect_left(p.sock, i + 1);
+    }
+    check(good && worst < 1, "stderr a full pipe nobody reads: 2000 peers "
+          "join and leave with -v (slowest join %.3f s)", worst);
+    {
+        char buf[65536];
+        ssize_t n;
+        size_t total = 0;
+        bool dropped = false;
+
+        fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+        t0 = now();
+        while (now() - t0 < 3 && !dropped) {
+            n = read(pfd[0], buf, sizeof(buf) - 1);
+            if (n > 0) {
+                buf[n] = 0;
+                total += n;
+                dropped |= strstr(buf, "log lines dropped") != NULL;
+            } else {
+                usleep(10000);
+            }
+        }
+        check(dropped, "once read again, the log says how many lines it "
+              "dropped (%zu bytes read)", total);
+    }
+    close(pfd[0]);      /* the reader goes away: writes now fail, EPIPE */
+    for (i = 0; good && i < 100; i++) {
+        good = peer_join(&q, s.sock, 1);
+        peer_close(&q);
+    }
+    check(good && kill(s.pid, 0) == 0, "the log reader gone: no SIGPIPE "
+          "death, 100 more peers served");
+    peer_close(&p);
+    check(WIFEXITED(server_stop(&s)), "and it exits cleanly on SIGTERM");
+}
+
+/* Issue 14.2: shm objects someone else could open are refused. */
+static void test_shm_ownership(void)
+{
+    static const struct {
+        uid_t uid;              /* 1: the nobody user */
+        mode_t mode;
+        const char *why;
+        bool ok;
+    } cases[] = {
+        { 1, 0666, "belongs to uid", false },
+        { 1, 0600, "belongs to uid", false },
+        { 0, 0644, "accessible to every user", false },
+        { 0, 0640, "gives group", false },
+        { 0, 0600, NULL, true },
+    };
+    uid_t nuid;
+    gid_t ngid;
+    char name[64], path[80], sock[128], what[96];
+    size_t i;
+
+    if (!lookup_user("nobody", &nuid, &ngid)) {
+        return;
+    }
+    snprintf(sock, sizeof(sock), "%s/own.sock", tmpdir);
+    snprintf(name, sizeof(name), "ivsrv-test-%d-own", getpid());
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+
+        if (fd < 0 || fchmod(fd, cases[i].mode) < 0 ||
+            fchown(fd, cases[i].uid ? nuid : 0, cases[i].uid ? ngid : 0) < 0
+            || ftruncate(fd, 1 << 20) < 0) {
+            check(false, "create %s", path);
+        } else if (!cases[i].ok) {
+            snprintf(what, sizeof(what), "existing object of uid %s, mode "
+                     "%04o", cases[i].uid ? "nobody" : "root",
+                     cases[i].mode);
+            expect_refusal(what, cases[i].why, "-F", "-S", sock, "-M", name,
+                           "-l", "1M", NULL);
+        } else {
+            Server s;
+            Peer p;
+
+            check(server_start(&s, "-M", name, "-l", "1M", NULL) &&
+                  peer_join(&p, s.sock, 1) && fd_size(p.shm) == 1 << 20,
+                  "an existing object of the server's user, mode 0600, is "
+                  "served");
+            peer_close(&p);
+            server_stop(&s);
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        unlink(path);
+    }
+    /* a group may be allowed explicitly */
+    {
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+        Server s;
+        char gid[16];
+
+        snprintf(gid, sizeof(gid), "%u", ngid);
+        if (fd >= 0 && fchown(fd, 0, ngid) == 0 && fchmod(fd, 0660) == 0 &&
+            ftruncate(fd, 1 << 20) == 0) {
+            check(server_start(&s, "-M", name, "-l", "1M", "--shm-group",
+                               gid, NULL),
+                  "mode 0660 of a group named by --shm-group is served");
+            server_stop(&s);
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        unlink(path);
+    }
+    /* a new object is 0600 */
+    {
+        Server s;
+        struct stat st;
+
+        snprintf(path, sizeof(path), "/dev/shm/%s", name);
+        check(server_start(&s, "-M", name, NULL) && stat(path, &st) == 0 &&
+              (st.st_mode & 0777) == 0600, "a new object is created 0600");
+        server_stop(&s);
+    }
+}
+
+/* Issue 14.4: who may connect. */
+static int connect_as(const char *path, uid_t uid, gid_t gid)
+{
+    int pfd[2], res = -1;
+    pid_t pid;
+
+    if (pipe(pfd) < 0) {
+        return -1;
+    }
+    pid = fork();
+    if (pid == 0) {
+        int fd, ok = 0;
+        Peer p;
+
+        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
+            _exit(126);
+        }
+        fd = connect_to(path);
+        if (fd < 0) {
+            ok = -errno;
+        } else {
+            hush = true;
+            ok = peer_read_setup(&p, fd, 1) ? 1 : 0;
+        }
+        if (write(pfd[1], &ok, sizeof(ok)) != sizeof(ok)) {
+            _exit(1);
+        }
+        _exit(0);
+    }
+    close(pfd[1]);
+    if (read(pfd[0], &res, sizeof(res)) != sizeof(res)) {
+        res = -1;
+    }
+    close(pfd[0]);
+    waitpid(pid, NULL, 0);
+    return res;     /* 1 served, 0 closed, -errno connect failed */
+}
+
+static void test_access_control(void)
+{
+    Server s;
+    struct stat st;
+    uid_t uid, nuid;
+    gid_t gid, ngid;
+    char num[16];
+
+    if (!lookup_user("ivshmem-test", &uid, &gid) ||
+        !lookup_user("nobody", &nuid, &ngid)) {
+        return;
+    }
+    if (server_start(&s, NULL)) {
+        check(stat(s.sock, &st) == 0 && (st.st_mode & 0777) == 0600 &&
+              connect_as(s.sock, nuid, ngid) == -EACCES,
+              "default socket mode 0600: another user cannot connect "
+              "(mode %04o)", st.st_mode & 0777);
+        server_stop(&s);
+    }
+    snprintf(num, sizeof(num), "%u", gid);
+    if (server_start(&s, "--socket-mode", "0660", "--socket-group", num,
+                     NULL)) {
+        check(stat(s.sock, &st) == 0 && (st.st_mode & 0777) == 0660 &&
+              st.st_gid == gid && connect_as(s.sock, uid, gid) == 1 &&
+              connect_as(s.sock, nuid, ngid) == -EACCES,
+              "--socket-mode 0660 --socket-group: the group's user is "
+              "served, others cannot connect");
+        snprintf(num, sizeof(num), "uid %u pid", uid);
+        check(wait_for_text(s.log, num, 2), "the join is logged with its "
+              "uid and pid");
+        snprintf(num, sizeof(num), "%u", gid);
+        server_stop(&s);
+    }
+    if (server_start(&s, "--socket-mode", "0666", "--allow-user",
+                     "ivshmem-test", NULL)) {
+        check(connect_as(s.sock, uid, gid) == 1 &&
+              connect_as(s.sock, nuid, ngid) == 0 &&
+              wait_for_text(s.log, "not in the allow list", 2),
+              "--allow-user ivshmem-test: nobody is refused and logged, "
+              "ivshmem-test served");
+        server_stop(&s);
+    }
+    if (server_start(&s, "--socket-mode", "0666", "--allow-group", num,
+                     NULL)) {
+        check(connect_as(s.sock, uid, gid) == 1 &&
+              connect_as(s.sock, nuid, ngid) == 0,
+              "--allow-group: only members are served");
+        server_stop(&s);
+    }
+    /* the default path, when free */
+    {
+        char *argv[] = { (char *)server_bin, "-F", "-M", "ivsrv-test-dflt",
+                         NULL };
+        char log[128];
+        pid_t pid;
+
+        snprintf(log, sizeof(log), "%s/default.log", tmpdir);
+        if (access("/run/ivshmem/ivshmem.sock", F_OK) == 0) {
+            printf("ok %d - default socket path # SKIP a server already "
+                   "uses /run/ivshmem/ivshmem.sock\n", ++test_count);
+            return;
+        }
+        rmdir("/run/ivshmem");
+        pid = spawn(argv, log, 0);
+        check(wait_for_text(log, "listening on /run/ivshmem/ivshmem.sock",
+                            10) && stat("/run/ivshmem", &st) == 0 &&
+              (st.st_mode & 0777) == 0750,
+              "no -S: /run/ivshmem/ivshmem.sock, directory created 0750");
+        kill(pid, SIGTERM);
+        wait_pid(pid, 10);
+        shm_unlink("/ivsrv-test-dflt");
+        rmdir("/run/ivshmem");
+    }
+}
+
+/* Issue 14.11: options and process hygiene. */
+static void test_options_hardening(void)
+{
+    char sock[128], pidfile[128], target[128], log[128];
+    int pfd[2], status;
+    pid_t pid;
+
+    snprintf(sock, sizeof(sock), "%s/opt.sock", tmpdir);
+    expect_refusal("-n -1", "-n -1", "-F", "-S", sock, "-n", "-1", NULL);
+    expect_refusal("-q -1", "-q -1", "-F", "-S", sock, "-q", "-1", NULL);
+    expect_refusal("-n 2049", "1..2048", "-F", "-S", sock, "-n", "2049",
+                   NULL);
+    expect_refusal("-l 8E", "at most 4E", "-F", "-S", sock, "-l", "8E",
+                   NULL);
+    expect_refusal("--socket-mode 999", "octal", "-F", "-S", sock,
+                   "--socket-mode", "999", NULL);
+    expect_refusal("--allow-user no-such-user", "no such user", "-F", "-S",
+                   sock, "--allow-user", "no-such-user-xyz", NULL);
+    {
+        Server s;
+
+        /* -n 2048 needs 2049 fds per peer */
+        check(!server_start_nofile(&s, 1024, "-n", "2048", NULL) &&
+              strstr(slurp(s.log), "RLIMIT_NOFILE"),
+              "-n 2048 with 1024 fds: refused, naming RLIMIT_NOFILE");
+        server_stop(&s);
+        check(!server_start_nofile(&s, 1024, "--max-peers", "1000", NULL) &&
+              strstr(slurp(s.log), "--max-peers 1000"),
+              "--max-peers 1000 with 1024 fds: refused");
+        server_stop(&s);
+    }
+    /* the pidfile is not followed through a symlink */
+    snprintf(pidfile, sizeof(pidfile), "%s/link.pid", tmpdir);
+    snprintf(target, sizeof(target), "%s/victim", tmpdir);
+    if (symlink(target, pidfile) == 0) {
+        expect_refusal("-p through a symlink", "-p", "-F", "-S", sock,
+                       "-p", pidfile, NULL);
+        check(access(target, F_OK) != 0, "and the symlink's target is not "
+              "created");
+        unlink(pidfile);
+    }
+    /* a daemon keeps no inherited descriptor */
+    if (pipe(pfd) == 0) {
+        char name[64];
+        char *argv[] = { (char *)server_bin, "-S", sock, "-M", name, "-p",
+                         pidfile, NULL };
+        struct pollfd pl = { .fd = pfd[0], .events = POLLIN };
+
+        snprintf(name, sizeof(name), "ivsrv-test-%d-inh", getpid());
+        snprintf(log, sizeof(log), "%s/inherit.log", tmpdir);
+        fcntl(pfd[0], F_SETFD, FD_CLOEXEC);
+        pid = spawn(argv, log, 0);     /* inherits pfd[1] */
+        close(pfd[1]);
+        status = wait_pid(pid, 10);
+        pid = atoi(slurp(pidfile));
+        check(WIFEXITED(status) && WEXITSTATUS(status) == 0 && pid > 0 &&
+              poll(&pl, 1, 2000) == 1 && (pl.revents & POLLHUP),
+              "the daemon closed the pipe it inherited");
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            while (kill(pid, 0) == 0) {
+                usleep(10000);
+            }
+        }
+        close(pfd[0]);
+    }
+}
+
+/* Issue 14.6: memory no peer can shrink; sizes that fit. */
+static void test_sealed_memfd(void)
+{
+    Server s;
+    Peer p;
+    char sock[128], size[32];
+    struct statvfs fs;
+    int seals;
+
+    if (server_start(&s, "--memfd", "-l", "1M", NULL) &&
+        peer_join(&p, s.sock, 1)) {
+        seals = fcntl(p.shm, F_GET_SEALS);
+        check(fd_size(p.shm) == 1 << 20 && seals >= 0 &&
+              (seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) ==
+              (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+              "--memfd: the peer's fd is sealed against shrink, grow and "
+              "new seals (seals 0x%x)", seals);
+        check(ftruncate(p.shm, 4096) < 0 && errno == EPERM &&
+              fd_size(p.shm) == 1 << 20,
+              "a peer cannot truncate it (EPERM)");
+        peer_close(&p);
+    } else {
+        check(false, "--memfd server serves");
+    }
+    server_stop(&s);
+    snprintf(sock, sizeof(sock), "%s/mfd.sock", tmpdir);
+    expect_refusal("--memfd with -M", "mutually exclusive", "-F", "-S",
+                   sock, "--memfd", "-M", "x", NULL);
+    /* -l beyond the free space of /dev/shm */
+    if (statvfs("/dev/shm", &fs) == 0 && fs.f_blocks) {
+        uint64_t free = (uint64_t)fs.f_bavail * fs.f_frsize, big = 1;
+
+        while (big <= free) {
+            big <<= 1;
+        }
+        snprintf(size, sizeof(size), "%" PRIu64 "M", big >> 20);
+        shm_unlink("/ivsrv-test-big");
+        expect_refusal("-l larger than /dev/shm's free space", "do not fit",
+                       "-F", "-S", sock, "-M", "ivsrv-test-big", "-l",
+                       size, NULL);
+        check(!shm_exists("ivsrv-test-big"), "and no object is left (%s "
+              "asked, %" PRIu64 "M free)", size, free >> 20);
+    }
+}
+
 /* ---- ivshmem-client on the server, driven like a script would ---- */
 
 typedef struct Proc {
@@ -2177,6 +2670,12 @@ static const struct {
     { "deadline", test_setup_deadline },
     { "hog", test_fd_hog },
     { "storm", test_storm },
+    { "activation", test_socket_activation },
+    { "signals", test_signals_and_logging },
+    { "ownership", test_shm_ownership },
+    { "access", test_access_control },
+    { "options", test_options_hardening },
+    { "memfd", test_sealed_memfd },
     { "wrap", test_id_wrap },
 };
 

@@ -615,7 +615,7 @@ static int open_listen_socket(const ServerOptions *o, const char *path,
         error_setg_errno(errp, errno, "socket");
         return -1;
     }
-    /* Nobody else may connect before the mode and group are set. */
+    /* Owner only until the mode and group are set. */
     old_umask = umask(0177);
     ret = bind(sock, (struct sockaddr *)&addr, sizeof(addr));
     umask(old_umask);
@@ -624,6 +624,10 @@ static int open_listen_socket(const ServerOptions *o, const char *path,
         close(sock);
         return -1;
     }
+    if (listen(sock, SOMAXCONN) < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot listen", path);
+        goto fail;
+    }
     if (o->socket_group != (gid_t)-1 && chown(path, -1, o->socket_group) < 0) {
         error_setg_errno(errp, errno, "--socket-group: cannot give %s to "
                          "group %u", path, o->socket_group);
@@ -631,10 +635,6 @@ static int open_listen_socket(const ServerOptions *o, const char *path,
     }
     if (chmod(path, o->socket_mode) < 0) {
         error_setg_errno(errp, errno, "--socket-mode: cannot chmod %s", path);
-        goto fail;
-    }
-    if (listen(sock, SOMAXCONN) < 0) {
-        error_setg_errno(errp, errno, "-S %s: cannot listen", path);
         goto fail;
     }
     return sock;

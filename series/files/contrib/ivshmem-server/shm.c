@@ -31,17 +31,20 @@ static bool shm_check_space(int fd, uint64_t size, const char *what,
                             Error **errp)
 {
     struct statvfs fs;
-    uint64_t avail;
+    struct stat st;
+    uint64_t avail, allocated;
 
-    if (fstatvfs(fd, &fs) < 0) {
+    if (fstat(fd, &st) < 0 || fstatvfs(fd, &fs) < 0) {
         error_setg_errno(errp, errno, "%s: cannot statvfs", what);
         return false;
     }
     if (fs.f_blocks == 0) {
         return true;            /* no size limit (e.g. tmpfs size=0) */
     }
+    /* what an existing object already has allocated needs no room */
+    allocated = MIN((uint64_t)st.st_blocks * 512, size);
     avail = (uint64_t)fs.f_bavail * fs.f_frsize;
-    if (size > avail) {
+    if (size - allocated > avail) {
         g_autofree char *want = size_to_str(size);
         g_autofree char *have = size_to_str(avail);
 
@@ -99,7 +102,7 @@ static bool shm_check_existing(int fd, const char *name, uint64_t size,
                    name, (uint64_t)st.st_size, size);
         return false;
     }
-    return true;
+    return shm_check_space(fd, size, "/dev/shm", errp);
 }
 
 static bool shm_give_group(int fd, const char *name, gid_t group,
