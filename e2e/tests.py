@@ -301,11 +301,131 @@ def test_server_restart(s):
     shm.close()
 
 
+# What a kernel prints when it oopses, warns or finds a freed object
+# written to (slub_debug=FZPU poisons freed objects and checks the poison).
+KERNEL_TROUBLE = re.compile(r'BUG[: ]|Oops|general protection|Poison overwritten|'
+                            r'WARNING:|Unable to handle|refcount_t:|'
+                            r'Object padding overwritten|Redzone overwritten')
+
+
+def kernel_trouble(guest):
+    """Lines of the guest's kernel log (dmesg; the console if the guest
+    no longer answers) that show an oops, a warning or slab corruption."""
+    try:
+        rc, out = guest.run('dmesg', 20, check=False)
+    except e2e.E2EError:
+        rc = -1
+    if rc:
+        out = e2e.Session.tail(guest.console, 100000)
+    return '\n'.join(ln for ln in out.splitlines()
+                     if KERNEL_TROUBLE.search(ln))
+
+
+def guest_try(guest, cmd, timeout):
+    """Run CMD; a guest that stops answering (an oops) is a result too."""
+    try:
+        return guest.run(cmd, timeout, check=False)
+    except e2e.E2EError as err:
+        return -1, str(err)
+
+
+def hold_and_remove(guest, shm, offset, seed, remove_cmd):
+    """A process maps /dev/ivshmem0; REMOVE_CMD takes the device away; the
+    process then stores 4 KiB at OFFSET and exits.  Returns (what the
+    process reported, whether any of its stores reached the host's view
+    of the region)."""
+    shm[offset:offset + 4096] = bytes(4096)
+    trigger = '/tmp/go-%d' % seed
+    guest.run('rm -f %s; ivshmem-guest hold %d %d %s 60000 > /tmp/hold 2>&1 '
+              '& echo $! > /tmp/hold.pid' % (trigger, offset, seed, trigger))
+    guest.run('for i in $(seq 100); do grep -q ready /tmp/hold && break; '
+              'sleep 0.1; done; grep ready /tmp/hold')
+    guest_try(guest, remove_cmd, 60)
+    _, out = guest_try(guest, 'touch %s; for i in $(seq 300); do '
+                       'grep -q result= /tmp/hold && break; sleep 0.1; done; '
+                       'cat /tmp/hold' % trigger, 60)
+    # Then let it exit (and close the device).
+    guest_try(guest, 'while kill -0 $(cat /tmp/hold.pid) 2>/dev/null; do '
+              'sleep 0.1; done', 30)
+    return out, bytes(shm[offset:offset + 4096]) != bytes(4096)
+
+
+def test_driver(s):
+    """The guest driver's interface, and how it survives unbind and removal
+    with open files and live mappings, under a poisoning allocator: one
+    guest per case, as a use-after-free can take a guest down."""
+    srv = s.server(vectors=2, size='4M')
+    a, b, c = boot(s, {n: (doorbell_dev(srv, 2), 'slub_debug=FZPU')
+                       for n in 'abc'})
+    shm = open_host_shm('/dev/shm/' + srv.shm, 4 * MIB)
+    bdf = os.path.basename(find_bdf(a))
+    unbind = 'echo %s > /sys/bus/pci/drivers/ivshmem/unbind' % bdf
+
+    out = a.tool('mapcheck')
+    check('private=Invalid argument' in out and 'shared-readonly=ok' in out,
+          'driver: MAP_PRIVATE is refused, a read-only MAP_SHARED works', out)
+    info = a.info()
+    _, out = a.run('cat /sys/class/ivshmem/ivshmem0/ivposition '
+                   '/sys/class/ivshmem/ivshmem0/region_size; '
+                   'grep -c ivshmem /proc/iomem; '
+                   'grep -o "ivshmem0-v[0-9]*" /proc/interrupts', check=False)
+    check(out.split() == [info['id'], str(4 * MIB), '2', 'ivshmem0-v0',
+                          'ivshmem0-v1'],
+          'driver: sysfs ivposition and region_size, BAR0 and BAR2 claimed, '
+          'IRQs named per vector', out)
+
+    # 1. A file open across unbind, closed afterwards.
+    rc, out = guest_try(a, '(exec 5<> /dev/ivshmem0; sleep 2) & sleep 1; '
+                        '%s; wait' % unbind, 30)
+    trouble = kernel_trouble(a)
+    check(rc == 0 and not trouble, 'driver: a file open across driver '
+          'unbind is closed afterwards without a use-after-free',
+          out + '\n' + trouble)
+
+    # 2. A live mapping across unbind.
+    out, reached = hold_and_remove(b, shm, MIB, 71, unbind)
+    trouble = kernel_trouble(b)
+    check('result=sigbus word=0' in out and not reached and not trouble,
+          'driver: after driver unbind, a process that mapped the region '
+          'gets SIGBUS and its store does not reach the host',
+          '%s\nreached host: %s\n%s' % (out, reached, trouble))
+
+    # 3. A live mapping across removal of the PCI device, then a rescan.
+    out, reached = hold_and_remove(c, shm, 2 * MIB, 72,
+                                   'echo 1 > /sys/bus/pci/devices/%s/remove'
+                                   % bdf)
+    trouble = kernel_trouble(c)
+    check('result=sigbus word=0' in out and not reached and not trouble,
+          'driver: after PCI remove, a process that mapped the region gets '
+          'SIGBUS and its store does not reach the host',
+          '%s\nreached host: %s\n%s' % (out, reached, trouble))
+    guest_try(c, 'echo 1 > /sys/bus/pci/rescan', 60)
+    rc, out = guest_try(c, 'ivshmem-guest info', 30)
+    # Make SLUB check every object now, freed ones included.
+    guest_try(c, 'for f in /sys/kernel/slab/*/validate; do echo 1 > $f; '
+              'done 2>/dev/null; true', 120)
+    trouble = kernel_trouble(c)
+    check(rc == 0 and 'irq=msix' in out and 'vectors=2' in out and
+          not trouble,
+          'driver: rescan probes the device again (MSI-X, 2 vectors); '
+          'slab validation and the kernel log are clean',
+          out + '\n' + trouble)
+    rc, out = guest_try(c, 'rmmod ivshmem && ls /dev | grep -c ivshmem; '
+                        'insmod /lib/modules/$(uname -r)/ivshmem.ko && '
+                        'ivshmem-guest info', 60)
+    trouble = kernel_trouble(c)
+    check(rc == 0 and out.startswith('0\n') and 'irq=msix' in out and
+          not trouble, 'driver: the module unloads with a device bound, '
+          'and loads again', out + '\n' + trouble)
+    shm.close()
+
+
 TESTS = [('plain', test_plain), ('doorbell1', test_doorbell1),
          ('doorbell4', test_doorbell4), ('legacy-shm', test_legacy_shm),
          ('legacy-intx', test_legacy_intx),
          ('kill-join', test_kill_and_join),
-         ('server-restart', test_server_restart)]
+         ('server-restart', test_server_restart),
+         ('driver', test_driver)]
 
 
 def main():

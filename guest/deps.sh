@@ -7,7 +7,7 @@
 # are the run-time needs of the unpacked linux-kbuild tools).
 set -euo pipefail
 
-pkgs=(gcc make binutils libc6-dev cpio gzip xz-utils python3 libelf1 libssl3
+pkgs=(gcc make binutils libc6-dev cpio gzip xz-utils zstd python3 libelf1 libssl3
       qemu-system-data seabios)
 have_lists() {
     local policy

@@ -35,9 +35,17 @@ fi
 kver=$(candidate "linux-image-$kabi")
 [ -n "$kver" ] && [ "$kver" != "(none)" ] ||
     { log "linux-image-$kabi not available"; exit 1; }
-kcommon=${kabi%-amd64}-common
+# The common headers and kbuild packages the headers depend on (their
+# names differ between 6.1, linux-kbuild-6.1, and 6.12 from
+# bookworm-backports, linux-kbuild-6.12.NN+deb12).
+hdeps=$(apt-cache show "linux-headers-$kabi=$kver" | sed -n 's/^Depends: //p' |
+        head -1 | tr ',' '\n')
+kcommon=$(echo "$hdeps" | grep -o 'linux-headers-[^ ]*-common' | head -1)
+kbuild=$(echo "$hdeps" | grep -o 'linux-kbuild-[^ ]*' | head -1)
+[ -n "$kcommon" ] && [ -n "$kbuild" ] ||
+    { log "cannot resolve the headers' dependencies of $kabi"; exit 1; }
 pkgs=("linux-image-$kabi=$kver" "linux-headers-$kabi=$kver"
-      "linux-headers-$kcommon=$kver" "linux-kbuild-${kabi%%.0-*}=$kver"
+      "$kcommon=$kver" "$kbuild=$kver"
       "busybox-static=$(candidate busybox-static)")
 
 # 1. Fetch and unpack the packages (once per package version).
@@ -58,6 +66,7 @@ if [ ! -f "$root/.done" ]; then
             mv "$tmp"/*.deb "$debs/"
         fi
     done
+    rm -rf "$tmp"
     rm -rf "$root"
     mkdir -p "$root"
     for p in "${pkgs[@]}"; do
@@ -90,8 +99,13 @@ rm -rf "$build"
 mkdir -p "$build"
 trap 'rm -rf "$build"' EXIT
 cp "$top"/guest/driver/* "$build/"
-make -s -C "$kdir" M="$build" modules > "$build/kbuild.log" 2>&1 ||
-    { cat "$build/kbuild.log" >&2; exit 1; }
+# W=1, and any warning fails the build.  No BTF for the module: it would
+# need pahole (6.12), and nothing here uses it.
+if ! make -s -C "$kdir" M="$build" W=1 CONFIG_DEBUG_INFO_BTF_MODULES= modules \
+        > "$build/kbuild.log" 2>&1 || grep -q 'warning:' "$build/kbuild.log"; then
+    cat "$build/kbuild.log" >&2
+    exit 1
+fi
 gcc -static -O2 -Wall -o "$build/ivshmem-guest" \
     "$top/guest/tool/ivshmem-guest.c"
 
@@ -103,9 +117,19 @@ strip --strip-debug "$build/ivshmem.ko"
 cp "$root/bin/busybox" "$rd/bin/busybox"
 cp "$build/ivshmem-guest" "$rd/bin/"
 install -m 0755 "$top/guest/init" "$rd/init"
-cp "$root/lib/modules/$kabi/kernel/drivers/uio/uio.ko" \
-   "$root/lib/modules/$kabi/kernel/drivers/uio/uio_pci_generic.ko" \
-   "$build/ivshmem.ko" "$mods/"
+# Newer Debian kernels ship compressed modules; busybox insmod wants them
+# plain.
+for m in uio uio_pci_generic; do
+    src=$root/lib/modules/$kabi/kernel/drivers/uio/$m.ko
+    if [ -f "$src" ]; then
+        cp "$src" "$mods/"
+    elif [ -f "$src.xz" ]; then
+        xz -dc "$src.xz" > "$mods/$m.ko"
+    else
+        log "no $m module in $kabi"; exit 1
+    fi
+done
+cp "$build/ivshmem.ko" "$mods/"
 find "$rd" -exec touch -h -d @0 {} +
 rm -rf "$img.tmp"
 mkdir -p "$img.tmp"
@@ -115,9 +139,19 @@ mkdir -p "$img.tmp"
 cp "$root/boot/vmlinuz-$kabi" "$img.tmp/vmlinuz"
 # The uncompressed ELF kernel boots through PVH (QEMU's pvh.bin): under
 # TCG this skips seconds of firmware and XZ decompression in the guest.
-off=$(grep -abo $'\xfd7zXZ' "$img.tmp/vmlinuz" | head -1 | cut -d: -f1)
-tail -c +$((off + 1)) "$img.tmp/vmlinuz" |
-    xz -dc --single-stream > "$img.tmp/vmlinux" 2>/dev/null || true
+# Debian's 6.1 compresses it with XZ, 6.12 with zstd.
+payload() {
+    LC_ALL=C grep -abo "$1" "$img.tmp/vmlinuz" | head -1 | cut -d: -f1 || true
+}
+off=$(payload $'\xfd7zXZ')
+if [ -n "$off" ]; then
+    tail -c +$((off + 1)) "$img.tmp/vmlinuz" |
+        xz -dc --single-stream > "$img.tmp/vmlinux" 2>/dev/null || true
+else
+    off=$(payload $'\x28\xb5\x2f\xfd')
+    [ -z "$off" ] || tail -c +$((off + 1)) "$img.tmp/vmlinuz" |
+        zstd -dcq > "$img.tmp/vmlinux" 2>/dev/null || true
+fi
 if ! head -c 4 "$img.tmp/vmlinux" | grep -q ELF; then
     log "cannot extract vmlinux; guests will boot the bzImage"
     rm -f "$img.tmp/vmlinux"

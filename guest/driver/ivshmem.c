@@ -7,20 +7,31 @@
  * for ringing a peer's doorbell, and a blocking read()/poll() per
  * interrupt vector.  MSI-X is used when the device has it; otherwise the
  * driver falls back to INTx and acknowledges through IntrStatus.
+ *
+ * Lifetime: struct ivshmem_dev embeds the struct device of /dev/ivshmemN
+ * and its cdev (cdev_device_add), and is freed by the device's release
+ * once the last open file is closed; remove() only cuts it off from the
+ * hardware.  All open files share one address_space (an inode of a small
+ * pseudo file system), so remove() revokes every user mapping of BAR2 with
+ * unmap_mapping_range(); a later access faults and gets SIGBUS.
  */
 
 #include <linux/atomic.h>
 #include <linux/cdev.h>
+#include <linux/device.h>
 #include <linux/fs.h>
 #include <linux/idr.h>
 #include <linux/interrupt.h>
 #include <linux/io.h>
-#include <linux/kref.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/mount.h>
+#include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/poll.h>
+#include <linux/pseudo_fs.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/uaccess.h>
 #include <linux/wait.h>
 
@@ -29,6 +40,7 @@
 #define DRV_NAME "ivshmem"
 #define IVSHMEM_MAX_DEVICES 64
 #define IVSHMEM_MAX_VECTORS 64
+#define IVSHMEM_FS_MAGIC 0x6976736d     /* "ivsm" */
 
 /* BAR0 register offsets */
 #define REG_INTR_MASK   0x00
@@ -36,51 +48,106 @@
 #define REG_IVPOSITION  0x08
 #define REG_DOORBELL    0x0c
 
+static char *cache = "wb";
+module_param(cache, charp, 0444);
+MODULE_PARM_DESC(cache,
+		 "memory type of user mappings of the shared memory: wb (cached, default), wc (write-combining) or uc (uncached)");
+
 struct ivshmem_vector {
 	atomic_t events;                /* interrupts received so far */
 	wait_queue_head_t wait;
+	char name[24];                  /* IRQ name, e.g. ivshmem0-v3 */
 };
 
 struct ivshmem_dev {
-	struct kref ref;
+	struct device dev;              /* /dev/ivshmemN; release frees all */
+	struct cdev cdev;
+	struct mutex lock;              /* serialises users against removal */
 	struct pci_dev *pdev;           /* NULL once the device is gone */
-	struct mutex lock;              /* protects pdev against removal */
 	void __iomem *regs;
+	struct inode *inode;            /* address_space of all user mappings */
 	resource_size_t shm_start;
 	resource_size_t shm_size;
 	unsigned int irq_mode;
 	unsigned int nvectors;
-	int minor;
-	struct cdev cdev;
-	struct device *dev;
-	struct ivshmem_vector vec[];
+	int minor;                      /* -1 once given back */
+	struct ivshmem_vector vec[IVSHMEM_MAX_VECTORS];
 };
 
 struct ivshmem_file {
 	struct ivshmem_dev *idev;
+	spinlock_t lock;                /* vector and seen */
 	unsigned int vector;
-	int seen;                       /* events already returned by read */
+	u32 seen;                       /* events already returned by read */
 };
 
 static dev_t ivshmem_devt;
-static struct class *ivshmem_class;
 static DEFINE_IDA(ivshmem_minors);
+static unsigned int ivshmem_cache_mode;
 
-static void ivshmem_release_dev(struct kref *ref)
+/* A pseudo file system that provides one inode per device. */
+static struct vfsmount *ivshmem_mnt;
+static int ivshmem_mnt_count;
+
+static int ivshmem_init_fs_context(struct fs_context *fc)
 {
-	struct ivshmem_dev *idev = container_of(ref, struct ivshmem_dev, ref);
+	return init_pseudo(fc, IVSHMEM_FS_MAGIC) ? 0 : -ENOMEM;
+}
 
-	ida_free(&ivshmem_minors, idev->minor);
+/*
+ * No .owner: each device pins the mount, and a module reference held by it
+ * would keep rmmod from ever removing the devices.  The mount is released
+ * synchronously (an internal mount) by the last device's release, which
+ * runs in remove() or under the module reference of the last open file.
+ */
+static struct file_system_type ivshmem_fs_type = {
+	.name = DRV_NAME,
+	.init_fs_context = ivshmem_init_fs_context,
+	.kill_sb = kill_anon_super,
+};
+
+static struct inode *ivshmem_inode_new(void)
+{
+	struct inode *inode;
+	int ret;
+
+	ret = simple_pin_fs(&ivshmem_fs_type, &ivshmem_mnt, &ivshmem_mnt_count);
+	if (ret)
+		return ERR_PTR(ret);
+	inode = alloc_anon_inode(ivshmem_mnt->mnt_sb);
+	if (IS_ERR(inode))
+		simple_release_fs(&ivshmem_mnt, &ivshmem_mnt_count);
+	return inode;
+}
+
+static void ivshmem_inode_put(struct inode *inode)
+{
+	iput(inode);
+	simple_release_fs(&ivshmem_mnt, &ivshmem_mnt_count);
+}
+
+static struct ivshmem_dev *to_ivshmem(struct device *dev)
+{
+	return container_of(dev, struct ivshmem_dev, dev);
+}
+
+static bool ivshmem_gone(struct ivshmem_dev *idev)
+{
+	return !READ_ONCE(idev->pdev);
+}
+
+static void ivshmem_dev_release(struct device *dev)
+{
+	struct ivshmem_dev *idev = to_ivshmem(dev);
+
+	if (idev->inode)
+		ivshmem_inode_put(idev->inode);
+	if (idev->minor >= 0)
+		ida_free(&ivshmem_minors, idev->minor);
 	kfree(idev);
 }
 
-static void ivshmem_vector_fired(struct ivshmem_dev *idev, unsigned int v)
-{
-	atomic_inc(&idev->vec[v].events);
-	wake_up_interruptible(&idev->vec[v].wait);
-}
-
-static irqreturn_t ivshmem_msix_irq(int irq, void *opaque)
+static irqreturn_t ivshmem_vector_irq(int irq, void *opaque)
 {
 	struct ivshmem_vector *vec = opaque;
 
@@ -96,8 +163,7 @@ static irqreturn_t ivshmem_intx_irq(int irq, void *opaque)
 	/* Reading IntrStatus clears it and deasserts the line. */
 	if (!readl(idev->regs + REG_INTR_STATUS))
 		return IRQ_NONE;
-	ivshmem_vector_fired(idev, 0);
-	return IRQ_HANDLED;
+	return ivshmem_vector_irq(irq, &idev->vec[0]);
 }
 
 static int ivshmem_open(struct inode *inode, struct file *filp)
@@ -109,17 +175,20 @@ static int ivshmem_open(struct inode *inode, struct file *filp)
 	f = kzalloc(sizeof(*f), GFP_KERNEL);
 	if (!f)
 		return -ENOMEM;
+	spin_lock_init(&f->lock);
 	mutex_lock(&idev->lock);
-	if (!idev->pdev) {
+	if (ivshmem_gone(idev)) {
 		mutex_unlock(&idev->lock);
 		kfree(f);
 		return -ENODEV;
 	}
-	kref_get(&idev->ref);
+	get_device(&idev->dev);
 	mutex_unlock(&idev->lock);
 	f->idev = idev;
 	f->seen = atomic_read(&idev->vec[0].events);
 	filp->private_data = f;
+	/* One address_space for every open: remove() zaps all mappings. */
+	filp->f_mapping = idev->inode->i_mapping;
 	return 0;
 }
 
@@ -127,43 +196,64 @@ static int ivshmem_release(struct inode *inode, struct file *filp)
 {
 	struct ivshmem_file *f = filp->private_data;
 
-	kref_put(&f->idev->ref, ivshmem_release_dev);
+	put_device(&f->idev->dev);
 	kfree(f);
 	return 0;
 }
 
-static bool ivshmem_pending(struct ivshmem_file *f)
+/*
+ * Takes the events of the bound vector that read() has not returned yet.
+ * Returns their number; *vector is the bound vector, *seen what the file
+ * had returned so far.
+ */
+static u32 ivshmem_take(struct ivshmem_file *f, unsigned int *vector,
+			u32 *seen)
 {
-	return atomic_read(&f->idev->vec[f->vector].events) != f->seen ||
-	       !READ_ONCE(f->idev->pdev);
+	u32 count;
+
+	spin_lock(&f->lock);
+	*vector = f->vector;
+	*seen = f->seen;
+	count = (u32)atomic_read(&f->idev->vec[*vector].events) - *seen;
+	f->seen += count;
+	spin_unlock(&f->lock);
+	return count;
+}
+
+/* What ends a read() waiting on vector V after SEEN events. */
+static bool ivshmem_woken(struct ivshmem_file *f, unsigned int v, u32 seen)
+{
+	return (u32)atomic_read(&f->idev->vec[v].events) != seen ||
+	       READ_ONCE(f->vector) != v || ivshmem_gone(f->idev);
 }
 
 static ssize_t ivshmem_read(struct file *filp, char __user *buf,
 			    size_t len, loff_t *ppos)
 {
 	struct ivshmem_file *f = filp->private_data;
-	struct ivshmem_vector *vec;
-	u32 count;
-	int now;
+	struct ivshmem_dev *idev = f->idev;
+	unsigned int v;
+	u32 count, seen;
 	int ret;
 
 	if (len < sizeof(count))
 		return -EINVAL;
-	if (f->vector >= f->idev->nvectors)
-		return -ENXIO;
-	vec = &f->idev->vec[f->vector];
-	if (!ivshmem_pending(f)) {
+	if (!idev->nvectors)
+		return ivshmem_gone(idev) ? -ENODEV : -ENXIO;
+	for (;;) {
+		if (ivshmem_gone(idev))
+			return -ENODEV;
+		count = ivshmem_take(f, &v, &seen);
+		if (count)
+			break;
 		if (filp->f_flags & O_NONBLOCK)
 			return -EAGAIN;
-		ret = wait_event_interruptible(vec->wait, ivshmem_pending(f));
+		/* A BIND to another vector wakes this queue up. */
+		ret = wait_event_interruptible(idev->vec[v].wait,
+					       ivshmem_woken(f, v, seen));
 		if (ret)
 			return ret;
 	}
-	if (!READ_ONCE(f->idev->pdev))
-		return -ENODEV;
-	now = atomic_read(&vec->events);
-	count = now - f->seen;
-	f->seen = now;
 	if (copy_to_user(buf, &count, sizeof(count)))
 		return -EFAULT;
 	return sizeof(count);
@@ -172,37 +262,80 @@ static ssize_t ivshmem_read(struct file *filp, char __user *buf,
 static __poll_t ivshmem_poll(struct file *filp, poll_table *wait)
 {
 	struct ivshmem_file *f = filp->private_data;
+	struct ivshmem_dev *idev = f->idev;
+	struct ivshmem_vector *vec;
+	unsigned int v;
+	u32 seen;
 
-	if (f->vector >= f->idev->nvectors)
-		return EPOLLERR;
-	poll_wait(filp, &f->idev->vec[f->vector].wait, wait);
-	if (!READ_ONCE(f->idev->pdev))
+	if (!idev->nvectors)
+		return EPOLLERR | (ivshmem_gone(idev) ? EPOLLHUP : 0);
+	spin_lock(&f->lock);
+	v = f->vector;
+	seen = f->seen;
+	spin_unlock(&f->lock);
+	vec = &idev->vec[v];
+	poll_wait(filp, &vec->wait, wait);
+	if (ivshmem_gone(idev))
 		return EPOLLERR | EPOLLHUP;
-	return ivshmem_pending(f) ? EPOLLIN | EPOLLRDNORM : 0;
+	return (u32)atomic_read(&vec->events) != seen ?
+	       EPOLLIN | EPOLLRDNORM : 0;
+}
+
+/* Every page is mapped at mmap() time: a fault means it was revoked. */
+static vm_fault_t ivshmem_vm_fault(struct vm_fault *vmf)
+{
+	return VM_FAULT_SIGBUS;
+}
+
+static const struct vm_operations_struct ivshmem_vm_ops = {
+	.fault = ivshmem_vm_fault,
+};
+
+static pgprot_t ivshmem_pgprot(pgprot_t prot)
+{
+	switch (ivshmem_cache_mode) {
+	case IVSHMEM_CACHE_UC:
+		return pgprot_noncached(prot);
+	case IVSHMEM_CACHE_WC:
+		return pgprot_writecombine(prot);
+	default:
+		return prot;
+	}
 }
 
 static int ivshmem_mmap(struct file *filp, struct vm_area_struct *vma)
 {
-	struct ivshmem_dev *idev = ((struct ivshmem_file *)
-				    filp->private_data)->idev;
+	struct ivshmem_file *f = filp->private_data;
+	struct ivshmem_dev *idev = f->idev;
+	int ret;
 
-	if (!READ_ONCE(idev->pdev))
-		return -ENODEV;
-	/* Uncached, like sysfs resource2: stores are visible at once. */
-	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
-	return vm_iomap_memory(vma, idev->shm_start, idev->shm_size);
+	/* A private (copy-on-write) mapping would silently stop sharing. */
+	if (!(vma->vm_flags & VM_MAYSHARE))
+		return -EINVAL;
+	vma->vm_page_prot = ivshmem_pgprot(vma->vm_page_prot);
+	vma->vm_ops = &ivshmem_vm_ops;
+	/* remove() zaps under the same lock: no mapping slips past it. */
+	mutex_lock(&idev->lock);
+	if (ivshmem_gone(idev))
+		ret = -ENODEV;
+	else
+		ret = vm_iomap_memory(vma, idev->shm_start, idev->shm_size);
+	mutex_unlock(&idev->lock);
+	return ret;
 }
 
 static long ivshmem_get_info(struct ivshmem_dev *idev, void __user *arg)
 {
 	struct ivshmem_info info = {
+		.version = IVSHMEM_UAPI_VERSION,
 		.region_size = idev->shm_size,
 		.vectors = idev->nvectors,
 		.irq_mode = idev->irq_mode,
+		.cache_mode = ivshmem_cache_mode,
 	};
 
 	mutex_lock(&idev->lock);
-	if (!idev->pdev) {
+	if (ivshmem_gone(idev)) {
 		mutex_unlock(&idev->lock);
 		return -ENODEV;
 	}
@@ -218,8 +351,10 @@ static long ivshmem_ring(struct ivshmem_dev *idev, void __user *arg)
 
 	if (copy_from_user(&ring, arg, sizeof(ring)))
 		return -EFAULT;
+	if (ring.flags)
+		return -EINVAL;
 	mutex_lock(&idev->lock);
-	if (!idev->pdev) {
+	if (ivshmem_gone(idev)) {
 		mutex_unlock(&idev->lock);
 		return -ENODEV;
 	}
@@ -229,16 +364,26 @@ static long ivshmem_ring(struct ivshmem_dev *idev, void __user *arg)
 	return 0;
 }
 
-static long ivshmem_bind(struct ivshmem_file *f, u32 __user *arg)
+static long ivshmem_bind(struct ivshmem_file *f, void __user *arg)
 {
-	u32 vector;
+	struct ivshmem_dev *idev = f->idev;
+	struct ivshmem_bind bind;
+	unsigned int old;
 
-	if (get_user(vector, arg))
+	if (copy_from_user(&bind, arg, sizeof(bind)))
 		return -EFAULT;
-	if (vector >= f->idev->nvectors)
+	if (bind.flags || bind.vector >= idev->nvectors)
 		return -EINVAL;
-	f->vector = vector;
-	f->seen = atomic_read(&f->idev->vec[vector].events);
+	if (ivshmem_gone(idev))
+		return -ENODEV;
+	spin_lock(&f->lock);
+	old = f->vector;
+	WRITE_ONCE(f->vector, bind.vector);
+	f->seen = atomic_read(&idev->vec[bind.vector].events);
+	spin_unlock(&f->lock);
+	/* Readers of this file still waiting on the old vector: move on. */
+	if (old != bind.vector)
+		wake_up_interruptible(&idev->vec[old].wait);
 	return 0;
 }
 
@@ -253,7 +398,7 @@ static long ivshmem_ioctl(struct file *filp, unsigned int cmd,
 	case IVSHMEM_IOCTL_RING:
 		return ivshmem_ring(f->idev, (void __user *)arg);
 	case IVSHMEM_IOCTL_BIND:
-		return ivshmem_bind(f, (u32 __user *)arg);
+		return ivshmem_bind(f, (void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -271,29 +416,70 @@ static const struct file_operations ivshmem_fops = {
 	.llseek = noop_llseek,
 };
 
+/* sysfs: /sys/class/ivshmem/ivshmemN/{ivposition,region_size} */
+static ssize_t ivposition_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	struct ivshmem_dev *idev = to_ivshmem(dev);
+	ssize_t ret = -ENODEV;
+
+	mutex_lock(&idev->lock);
+	if (!ivshmem_gone(idev))
+		ret = sysfs_emit(buf, "%u\n",
+				 readl(idev->regs + REG_IVPOSITION));
+	mutex_unlock(&idev->lock);
+	return ret;
+}
+static DEVICE_ATTR_RO(ivposition);
+
+static ssize_t region_size_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n",
+			  (unsigned long long)to_ivshmem(dev)->shm_size);
+}
+static DEVICE_ATTR_RO(region_size);
+
+static struct attribute *ivshmem_attrs[] = {
+	&dev_attr_ivposition.attr,
+	&dev_attr_region_size.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(ivshmem);
+
+static struct class ivshmem_class = {
+	.name = DRV_NAME,
+	.dev_groups = ivshmem_groups,
+};
+
+/*
+ * Interrupts are requested and freed explicitly (no devm): remove() must
+ * have them quiesced before it declares the device gone.
+ */
 static int ivshmem_setup_msix(struct ivshmem_dev *idev)
 {
 	struct pci_dev *pdev = idev->pdev;
-	unsigned int i;
-	int nvec;
-	int ret;
+	int nvec, want, i, ret;
 
-	nvec = pci_msix_vec_count(pdev);
-	if (nvec <= 0)
+	want = pci_msix_vec_count(pdev);
+	if (want <= 0)
 		return -ENODEV;
-	nvec = min(nvec, IVSHMEM_MAX_VECTORS);
-	nvec = pci_alloc_irq_vectors(pdev, 1, nvec, PCI_IRQ_MSIX);
+	want = min(want, IVSHMEM_MAX_VECTORS);
+	nvec = pci_alloc_irq_vectors(pdev, 1, want, PCI_IRQ_MSIX);
 	if (nvec < 0)
 		return nvec;
+	if (nvec < want)
+		dev_warn(&pdev->dev, "only %d of %d MSI-X vectors available\n",
+			 nvec, want);
 	for (i = 0; i < nvec; i++) {
-		ret = devm_request_irq(&pdev->dev, pci_irq_vector(pdev, i),
-				       ivshmem_msix_irq, 0, DRV_NAME,
-				       &idev->vec[i]);
+		snprintf(idev->vec[i].name, sizeof(idev->vec[i].name),
+			 DRV_NAME "%d-v%d", idev->minor, i);
+		ret = request_irq(pci_irq_vector(pdev, i), ivshmem_vector_irq, 0,
+				  idev->vec[i].name, &idev->vec[i]);
 		if (ret) {
 			while (i--)
-				devm_free_irq(&pdev->dev,
-					      pci_irq_vector(pdev, i),
-					      &idev->vec[i]);
+				free_irq(pci_irq_vector(pdev, i),
+					 &idev->vec[i]);
 			pci_free_irq_vectors(pdev);
 			return ret;
 		}
@@ -310,15 +496,19 @@ static int ivshmem_setup_intx(struct ivshmem_dev *idev)
 
 	if (!pdev->irq)
 		return -ENODEV;
-	/* Unmask the peer interrupt, then drop anything stale. */
-	writel(1, idev->regs + REG_INTR_MASK);
+	/* Keep the peer interrupt masked and drop anything stale... */
+	writel(0, idev->regs + REG_INTR_MASK);
 	readl(idev->regs + REG_INTR_STATUS);
-	ret = devm_request_irq(&pdev->dev, pdev->irq, ivshmem_intx_irq,
-			       IRQF_SHARED, DRV_NAME, idev);
+	snprintf(idev->vec[0].name, sizeof(idev->vec[0].name),
+		 DRV_NAME "%d-v0", idev->minor);
+	ret = request_irq(pdev->irq, ivshmem_intx_irq, IRQF_SHARED,
+			  idev->vec[0].name, idev);
 	if (ret)
 		return ret;
 	idev->nvectors = 1;
 	idev->irq_mode = IVSHMEM_IRQ_INTX;
+	/* ...until the handler is in place: a ring from now on is seen. */
+	writel(1, idev->regs + REG_INTR_MASK);
 	return 0;
 }
 
@@ -329,23 +519,36 @@ static void ivshmem_free_irqs(struct ivshmem_dev *idev)
 
 	if (idev->irq_mode == IVSHMEM_IRQ_INTX) {
 		writel(0, idev->regs + REG_INTR_MASK);
-		devm_free_irq(&pdev->dev, pdev->irq, idev);
+		free_irq(pdev->irq, idev);
 	} else if (idev->irq_mode == IVSHMEM_IRQ_MSIX) {
 		for (i = 0; i < idev->nvectors; i++)
-			devm_free_irq(&pdev->dev, pci_irq_vector(pdev, i),
-				      &idev->vec[i]);
+			free_irq(pci_irq_vector(pdev, i), &idev->vec[i]);
 		pci_free_irq_vectors(pdev);
 	}
-	idev->irq_mode = IVSHMEM_IRQ_NONE;
 }
 
 static void ivshmem_setup_irq(struct ivshmem_dev *idev)
 {
+	struct pci_dev *pdev = idev->pdev;
 	/* Only doorbell-capable devices have BAR1 (the MSI-X table). */
-	if (pci_resource_len(idev->pdev, 1) && !ivshmem_setup_msix(idev))
-		return;
-	if (!ivshmem_setup_intx(idev))
-		return;
+	bool doorbell = pci_resource_len(pdev, 1);
+	int ret = -ENODEV;
+
+	if (doorbell) {
+		ret = ivshmem_setup_msix(idev);
+		if (!ret)
+			return;
+		dev_warn(&pdev->dev, "MSI-X set-up failed (%d), trying INTx\n",
+			 ret);
+	}
+	if (pdev->irq || doorbell) {
+		ret = ivshmem_setup_intx(idev);
+		if (!ret)
+			return;
+		dev_warn(&pdev->dev,
+			 "no interrupts (%d): doorbells can be rung, not received\n",
+			 ret);
+	}
 	idev->nvectors = 0;
 	idev->irq_mode = IVSHMEM_IRQ_NONE;
 }
@@ -356,62 +559,83 @@ static int ivshmem_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	unsigned int i;
 	int ret;
 
-	ret = pcim_enable_device(pdev);
-	if (ret)
-		return ret;
-	ret = pcim_iomap_regions(pdev, BIT(0), DRV_NAME);
-	if (ret)
-		return ret;
 	if (!pci_resource_len(pdev, 2))
 		return -ENODEV;
-
-	idev = kzalloc(struct_size(idev, vec, IVSHMEM_MAX_VECTORS),
-		       GFP_KERNEL);
+	idev = kzalloc(sizeof(*idev), GFP_KERNEL);
 	if (!idev)
 		return -ENOMEM;
-	kref_init(&idev->ref);
 	mutex_init(&idev->lock);
 	for (i = 0; i < IVSHMEM_MAX_VECTORS; i++)
 		init_waitqueue_head(&idev->vec[i].wait);
-	idev->pdev = pdev;
-	idev->regs = pcim_iomap_table(pdev)[0];
-	idev->shm_start = pci_resource_start(pdev, 2);
-	idev->shm_size = pci_resource_len(pdev, 2);
+	device_initialize(&idev->dev);
+	idev->dev.class = &ivshmem_class;
+	idev->dev.parent = &pdev->dev;
+	idev->dev.release = ivshmem_dev_release;
+	/* From here on, put_device() frees idev. */
 	idev->minor = ida_alloc_max(&ivshmem_minors, IVSHMEM_MAX_DEVICES - 1,
 				    GFP_KERNEL);
 	if (idev->minor < 0) {
 		ret = idev->minor;
-		kfree(idev);
-		return ret;
+		goto err_put;
 	}
+	idev->dev.devt = MKDEV(MAJOR(ivshmem_devt), idev->minor);
+	ret = dev_set_name(&idev->dev, DRV_NAME "%d", idev->minor);
+	if (ret)
+		goto err_put;
+	idev->inode = ivshmem_inode_new();
+	if (IS_ERR(idev->inode)) {
+		ret = PTR_ERR(idev->inode);
+		idev->inode = NULL;
+		goto err_put;
+	}
+
+	ret = pci_enable_device(pdev);
+	if (ret)
+		goto err_put;
+	ret = pci_request_region(pdev, 0, DRV_NAME);
+	if (ret)
+		goto err_disable;
+	ret = pci_request_region(pdev, 2, DRV_NAME);
+	if (ret)
+		goto err_release0;
+	idev->regs = pci_iomap(pdev, 0, 0);
+	if (!idev->regs) {
+		ret = -ENOMEM;
+		goto err_release2;
+	}
+	idev->pdev = pdev;
+	idev->shm_start = pci_resource_start(pdev, 2);
+	idev->shm_size = pci_resource_len(pdev, 2);
 	pci_set_master(pdev);
 	ivshmem_setup_irq(idev);
 
 	cdev_init(&idev->cdev, &ivshmem_fops);
 	idev->cdev.owner = THIS_MODULE;
-	ret = cdev_add(&idev->cdev, MKDEV(MAJOR(ivshmem_devt), idev->minor), 1);
+	ret = cdev_device_add(&idev->cdev, &idev->dev);
 	if (ret)
-		goto err_put;
-	idev->dev = device_create(ivshmem_class, &pdev->dev,
-				  MKDEV(MAJOR(ivshmem_devt), idev->minor),
-				  idev, DRV_NAME "%d", idev->minor);
-	if (IS_ERR(idev->dev)) {
-		ret = PTR_ERR(idev->dev);
-		cdev_del(&idev->cdev);
-		goto err_put;
-	}
+		goto err_irq;
 	pci_set_drvdata(pdev, idev);
 	dev_info(&pdev->dev,
-		 "/dev/%s%d: %llu bytes, %s, %u vector(s), peer ID %u\n",
-		 DRV_NAME, idev->minor, (unsigned long long)idev->shm_size,
+		 "/dev/%s: %llu bytes, %s, %u vector(s), peer ID %u\n",
+		 dev_name(&idev->dev), (unsigned long long)idev->shm_size,
 		 idev->irq_mode == IVSHMEM_IRQ_MSIX ? "MSI-X" :
 		 idev->irq_mode == IVSHMEM_IRQ_INTX ? "INTx" : "no interrupts",
 		 idev->nvectors, readl(idev->regs + REG_IVPOSITION));
 	return 0;
 
-err_put:
+err_irq:
 	ivshmem_free_irqs(idev);
-	kref_put(&idev->ref, ivshmem_release_dev);
+	pci_clear_master(pdev);
+	idev->pdev = NULL;
+	pci_iounmap(pdev, idev->regs);
+err_release2:
+	pci_release_region(pdev, 2);
+err_release0:
+	pci_release_region(pdev, 0);
+err_disable:
+	pci_disable_device(pdev);
+err_put:
+	put_device(&idev->dev);
 	return ret;
 }
 
@@ -420,16 +644,27 @@ static void ivshmem_remove(struct pci_dev *pdev)
 	struct ivshmem_dev *idev = pci_get_drvdata(pdev);
 	unsigned int i;
 
-	device_destroy(ivshmem_class, MKDEV(MAJOR(ivshmem_devt), idev->minor));
-	cdev_del(&idev->cdev);
+	/* No new opens, no sysfs readers. */
+	cdev_device_del(&idev->cdev, &idev->dev);
 	ivshmem_free_irqs(idev);
 	mutex_lock(&idev->lock);
 	WRITE_ONCE(idev->pdev, NULL);
+	/* Revoke every user mapping: later accesses get SIGBUS. */
+	unmap_mapping_range(idev->inode->i_mapping, 0, 0, 1);
 	mutex_unlock(&idev->lock);
 	/* Wake up blocked readers: they return -ENODEV. */
 	for (i = 0; i < IVSHMEM_MAX_VECTORS; i++)
-		wake_up_interruptible(&idev->vec[i].wait);
-	kref_put(&idev->ref, ivshmem_release_dev);
+		wake_up_interruptible_all(&idev->vec[i].wait);
+	/* Nothing touches the hardware any more. */
+	pci_clear_master(pdev);
+	pci_iounmap(pdev, idev->regs);
+	pci_release_region(pdev, 2);
+	pci_release_region(pdev, 0);
+	pci_disable_device(pdev);
+	/* The name can be reused at once; open files keep the rest. */
+	ida_free(&ivshmem_minors, idev->minor);
+	idev->minor = -1;
+	put_device(&idev->dev);
 }
 
 static const struct pci_device_id ivshmem_ids[] = {
@@ -445,26 +680,42 @@ static struct pci_driver ivshmem_driver = {
 	.remove = ivshmem_remove,
 };
 
+static int ivshmem_parse_cache(void)
+{
+	if (!strcmp(cache, "wb"))
+		ivshmem_cache_mode = IVSHMEM_CACHE_WB;
+	else if (!strcmp(cache, "wc"))
+		ivshmem_cache_mode = IVSHMEM_CACHE_WC;
+	else if (!strcmp(cache, "uc"))
+		ivshmem_cache_mode = IVSHMEM_CACHE_UC;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 static int __init ivshmem_init(void)
 {
 	int ret;
 
+	ret = ivshmem_parse_cache();
+	if (ret) {
+		pr_err(DRV_NAME ": cache=%s: use wb, wc or uc\n", cache);
+		return ret;
+	}
 	ret = alloc_chrdev_region(&ivshmem_devt, 0, IVSHMEM_MAX_DEVICES,
 				  DRV_NAME);
 	if (ret)
 		return ret;
-	ivshmem_class = class_create(THIS_MODULE, DRV_NAME);
-	if (IS_ERR(ivshmem_class)) {
-		ret = PTR_ERR(ivshmem_class);
+	ret = class_register(&ivshmem_class);
+	if (ret)
 		goto err_region;
-	}
 	ret = pci_register_driver(&ivshmem_driver);
 	if (ret)
 		goto err_class;
 	return 0;
 
 err_class:
-	class_destroy(ivshmem_class);
+	class_unregister(&ivshmem_class);
 err_region:
 	unregister_chrdev_region(ivshmem_devt, IVSHMEM_MAX_DEVICES);
 	return ret;
@@ -473,12 +724,13 @@ err_region:
 static void __exit ivshmem_exit(void)
 {
 	pci_unregister_driver(&ivshmem_driver);
-	class_destroy(ivshmem_class);
+	class_unregister(&ivshmem_class);
 	unregister_chrdev_region(ivshmem_devt, IVSHMEM_MAX_DEVICES);
 }
 
 module_init(ivshmem_init);
 module_exit(ivshmem_exit);
 
+MODULE_AUTHOR("The QEMU ivshmem series authors");
 MODULE_DESCRIPTION("QEMU inter-VM shared memory (ivshmem) guest driver");
 MODULE_LICENSE("GPL");

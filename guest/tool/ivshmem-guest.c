@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -35,6 +36,7 @@
 #define MAX_VECTORS 64
 #define SLOT_DATA 56
 #define DEFAULT_SLOT_OFFSET 0x10000
+#define HOLD_LEN 4096
 #define REG_INTR_MASK   0x00
 #define REG_INTR_STATUS 0x04
 #define REG_IVPOSITION  0x08
@@ -52,6 +54,7 @@ typedef struct Device {
     unsigned nvectors;
     int vector_fd[MAX_VECTORS];     /* driver mode: one file per vector */
     unsigned irq_mode;              /* IVSHMEM_IRQ_* */
+    unsigned cache_mode;            /* IVSHMEM_CACHE_* of the mapping */
     int config_fd;                  /* uio mode: PCI config space */
 } Device;
 
@@ -130,6 +133,7 @@ static void map_sysfs_bars(Device *d, const char *pcidir)
     snprintf(path, sizeof(path), "%s/resource2", pcidir);
     d->shm = map_file(path, &size);
     d->size = size;
+    d->cache_mode = IVSHMEM_CACHE_UC;   /* sysfs resource2 is uncached */
 }
 
 static bool is_ivshmem(const char *pcidir)
@@ -195,15 +199,18 @@ static void open_driver(Device *d)
     d->size = info.region_size;
     d->nvectors = info.vectors > MAX_VECTORS ? MAX_VECTORS : info.vectors;
     d->irq_mode = info.irq_mode;
+    d->cache_mode = info.cache_mode;
     d->shm = mmap(NULL, d->size, PROT_READ | PROT_WRITE, MAP_SHARED,
                   d->fd, 0);
     if (d->shm == MAP_FAILED) {
         die("mmap %s: %s", d->path, strerror(errno));
     }
     for (i = 0; i < d->nvectors; i++) {
+        struct ivshmem_bind bind = { .vector = i };
+
         d->vector_fd[i] = open(d->path, O_RDWR);
         if (d->vector_fd[i] < 0 ||
-            ioctl(d->vector_fd[i], IVSHMEM_IOCTL_BIND, &i) < 0) {
+            ioctl(d->vector_fd[i], IVSHMEM_IOCTL_BIND, &bind) < 0) {
             die("bind vector %u: %s", i, strerror(errno));
         }
     }
@@ -502,13 +509,21 @@ static int cmd_get(Device *d, unsigned long off)
     return 0;
 }
 
+static const char *cache_name(const Device *d)
+{
+    static const char *const names[] = { "unknown", "uc", "wc", "wb" };
+
+    return names[d->cache_mode > 3 ? 0 : d->cache_mode];
+}
+
 static int cmd_info(Device *d)
 {
     static const char *const irq_names[] = { "none", "intx", "msix" };
 
-    printf("mode=%s path=%s id=%u size=%" PRIu64 " vectors=%u irq=%s\n",
-           mode_name(d), d->path, peer_id(d), d->size, d->nvectors,
-           irq_names[d->irq_mode > 2 ? 0 : d->irq_mode]);
+    printf("mode=%s path=%s id=%u size=%" PRIu64 " vectors=%u irq=%s "
+           "cache=%s\n", mode_name(d), d->path, peer_id(d), d->size,
+           d->nvectors, irq_names[d->irq_mode > 2 ? 0 : d->irq_mode],
+           cache_name(d));
     return 0;
 }
 
@@ -749,7 +764,90 @@ static int cmd_bandwidth(Device *d, unsigned long total_mib, bool seeded,
         printf(" chunk=%zu seed=%u readback=%s", chunk, seed,
                i == chunk / 4 ? "ok" : "FAIL");
     }
+    printf(" cache=%s\n", cache_name(d));
+    return 0;
+}
+
+/* How the device answers a private and a read-only shared mapping. */
+static int cmd_mapcheck(Device *d)
+{
+    static const struct {
+        const char *name;
+        int open_flags, prot, flags;
+    } tries[] = {
+        { "private", O_RDWR, PROT_READ | PROT_WRITE, MAP_PRIVATE },
+        { "shared-readonly", O_RDONLY, PROT_READ, MAP_SHARED },
+    };
+    unsigned i;
+
+    printf("mapcheck:");
+    for (i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+        int fd = open(d->path, tries[i].open_flags);
+        void *p = fd < 0 ? MAP_FAILED :
+                  mmap(NULL, d->size, tries[i].prot, tries[i].flags, fd, 0);
+
+        printf(" %s=%s", tries[i].name,
+               p != MAP_FAILED ? "ok" : strerror(errno));
+        if (p != MAP_FAILED) {
+            munmap(p, d->size);
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
     printf("\n");
+    return 0;
+}
+
+static sigjmp_buf sigbus_jmp;
+
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    siglongjmp(sigbus_jmp, 1);
+}
+
+/*
+ * Keep the device open and mapped until TRIGGER exists, then store the
+ * pattern of SEED into HOLD_LEN bytes at OFF: what a process that mapped
+ * the region sees when the device goes away under it.  Prints
+ * "hold: result=sigbus word=N" if the Nth store faulted, else
+ * "hold: result=written".
+ */
+static int cmd_hold(Device *d, unsigned long off, uint32_t seed,
+                    const char *trigger, int timeout_ms)
+{
+    /* volatile: shared memory, every store must reach it */
+    volatile uint32_t *p = (volatile uint32_t *)(d->shm + off);
+    struct sigaction sa = { .sa_handler = on_sigbus };
+    uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
+    uint32_t state = pattern_seed(seed, off), words[HOLD_LEN / 4];
+    /* volatile: read after siglongjmp */
+    volatile unsigned long i = 0;
+
+    check_range(d, off, HOLD_LEN);
+    for (i = 0; i < HOLD_LEN / 4; i++) {
+        words[i] = pattern_next(&state);
+    }
+    printf("hold: ready\n");
+    while (access(trigger, F_OK) != 0) {
+        if (now_ns() > deadline) {
+            printf("hold: timeout\n");
+            return 2;
+        }
+        usleep(10000);
+    }
+    sigaction(SIGBUS, &sa, NULL);
+    i = 0;
+    if (sigsetjmp(sigbus_jmp, 1)) {
+        printf("hold: result=sigbus word=%lu\n", i);
+        return 0;
+    }
+    for (i = 0; i < HOLD_LEN / 4; i++) {
+        p[i] = words[i];
+    }
+    __sync_synchronize();
+    printf("hold: result=written len=%d\n", HOLD_LEN);
     return 0;
 }
 
@@ -783,6 +881,10 @@ static void usage(void)
           "  spin-ping COUNT | spin-pong COUNT   polling ping-pong\n"
           "  bandwidth [MIB [SEED]]       memcpy bandwidth to/from BAR2; with\n"
           "                               SEED, data for verify 0 CHUNK SEED\n"
+          "  mapcheck                     try a private and a read-only map\n"
+          "  hold OFF SEED FILE TIMEOUT_MS  keep the region mapped until FILE\n"
+          "                               exists, then write 4 KiB at OFF and\n"
+          "                               report whether that raised SIGBUS\n"
           "-r: print every ping/spin-ping sample (us) before the summary\n"
           "-F: driver mode, ping/pong: block in read() on the expected\n"
           "    vector instead of poll() then read()\n"
@@ -866,6 +968,11 @@ int main(int argc, char **argv)
         return cmd_spin(&d, true, num(argv[1]), timeout);
     } else if (!strcmp(cmd, "spin-pong") && argc == 2) {
         return cmd_spin(&d, false, num(argv[1]), timeout);
+    } else if (!strcmp(cmd, "mapcheck") && argc == 1) {
+        return cmd_mapcheck(&d);
+    } else if (!strcmp(cmd, "hold") && argc == 5) {
+        return cmd_hold(&d, num(argv[1]), num(argv[2]), argv[3],
+                        num(argv[4]));
     } else if (!strcmp(cmd, "bandwidth") && argc <= 3) {
         return cmd_bandwidth(&d, argc >= 2 ? num(argv[1]) : 64, argc == 3,
                              argc == 3 ? num(argv[2]) : 0);
