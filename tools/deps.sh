@@ -67,8 +67,52 @@ SRC
     UPDATED=
 }
 
+installed_version() {
+    dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null |
+        sed -n 's/^install ok installed //p'
+}
+
+# libvirt 11.3 for the libvirt end-to-end suite (tests/suites/55-libvirt):
+# only the libvirt packages come from backports, through an apt pin on
+# libvirt* (`-t bookworm-backports` for them would also take systemd and
+# more from backports).  libvirt's QEMU driver needs a QEMU package: the
+# stock qemu-system-x86 10.0.2 from backports, the tests' reference, so
+# that apt does not pick bookworm's 7.2.
+LIBVIRT_PKGS="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-log
+libvirt-clients"
+STOCK_QEMU_PKGS="qemu-system-x86 qemu-system-common qemu-system-data seabios"
+libvirt_ok() {
+    local p v
+    for p in $LIBVIRT_PKGS; do
+        v=$(installed_version "$p")
+        [ -n "$v" ] && dpkg --compare-versions "$v" ge 11.3 || return 1
+    done
+}
+stock_qemu_ok() {
+    local v
+    v=$(installed_version qemu-system-x86)
+    [ -n "$v" ] && dpkg --compare-versions "$v" ge 1:10.0.2 &&
+        dpkg --compare-versions "$v" lt 1:10.0.3
+}
+install_libvirt() {
+    local pin=/etc/apt/preferences.d/qemu-ivshmem-libvirt.pref
+    cat > "$pin" <<PIN
+# Added by qemu-ivshmem tools/deps.sh: libvirt from $codename-backports,
+# nothing else.
+Package: libvirt*
+Pin: release n=$codename-backports
+Pin-Priority: 990
+PIN
+    if ! stock_qemu_ok; then
+        apt-get install -y -qq --no-install-recommends \
+            $(printf '%s/'"$codename"'-backports ' $STOCK_QEMU_PKGS)
+    fi
+    apt-get install -y -qq --no-install-recommends $LIBVIRT_PKGS
+    libvirt_ok || { echo "deps: libvirt >= 11.3 not installed" >&2; exit 1; }
+}
+
 need=$(missing $PKGS $BPO_PKGS)
-if [ -z "$need" ] && meson_ok; then
+if [ -z "$need" ] && meson_ok && libvirt_ok && stock_qemu_ok; then
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -84,3 +128,4 @@ need=$(missing $PKGS)
 [ -z "$need" ] || apt-get install -y -qq --no-install-recommends $need
 apt-get install -y -qq --no-install-recommends -t "$codename-backports" $BPO_PKGS
 meson_ok || { echo "deps: meson >= 1.5 not available" >&2; exit 1; }
+libvirt_ok && stock_qemu_ok || install_libvirt
