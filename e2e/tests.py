@@ -209,7 +209,7 @@ def test_legacy_shm(s):
 def test_legacy_intx(s):
     srv = s.server(vectors=1)
     dev = doorbell_dev(srv, 1, legacy=True, msi=False)
-    # c: what libvirt emits for <shmem> with a server and msi=on.
+    # c: what libvirt up to 2.x emitted for <shmem> with a server, msi=on.
     dev_c = ['-chardev', 'socket,id=ivc,path=' + srv.sock, '-device',
              'ivshmem,id=shmem0,chardev=ivc,size=4m,msi=on,ioeventfd=off,'
              'vectors=1']
@@ -229,7 +229,7 @@ def test_legacy_intx(s):
     ic = c.info()
     r = ping_pong(c, a, 300)
     check(ic['irq'] == 'msix' and r['ok'],
-          'legacy msi=on (as libvirt starts it): MSI-X, 300 round trips '
+          'legacy msi=on (as libvirt 2.x started it): MSI-X, 300 round trips '
           'with an INTx peer (%s)' % latency_line(r),
           str(ic) if r['ok'] else r['text'])
 
