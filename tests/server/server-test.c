@@ -2492,6 +2492,67 @@ static void test_sealed_memfd(void)
     }
 }
 
+
+/*
+ * Issue 14.6, device side: QEMU traces and warns once when the server's
+ * memory can be shrunk, and is quiet for a sealed memfd.  Two devices on
+ * one server: one warning, two trace lines.
+ */
+static void qemu_on_server(Server *s, const char *log)
+{
+    const char *qemu = getenv("IVSHMEM_QEMU");
+    char c1[160], c2[160];
+    char *argv[] = { (char *)qemu, "-M", "pc", "-accel", "tcg",
+                     "-nodefaults", "-display", "none", "-S",
+                     "-monitor", "none", "-trace", "ivshmem_shm_shrinkable",
+                     "-chardev", c1, "-device", "ivshmem-doorbell,chardev=c1",
+                     "-chardev", c2, "-device", "ivshmem-doorbell,chardev=c2",
+                     NULL };
+    pid_t pid;
+
+    snprintf(c1, sizeof(c1), "socket,id=c1,path=%s", s->sock);
+    snprintf(c2, sizeof(c2), "socket,id=c2,path=%s", s->sock);
+    pid = spawn(argv, log, 0);
+    /* both devices are set up before the machine would run */
+    wait_for_text(s->log, "peer 1 joined", 20);
+    usleep(300000);
+    kill(pid, SIGTERM);
+    wait_pid(pid, 10);
+}
+
+static void test_device_seal_warning(void)
+{
+    const char *qemu = getenv("IVSHMEM_QEMU");
+    Server s;
+    char log[128];
+
+    if (!qemu || access(qemu, X_OK) != 0) {
+        printf("ok %d - QEMU warns about shrinkable memory # SKIP no "
+               "QEMU binary in IVSHMEM_QEMU\n", ++test_count);
+        return;
+    }
+    snprintf(log, sizeof(log), "%s/qemu-sealed.log", tmpdir);
+    if (server_start(&s, "--memfd", NULL)) {
+        qemu_on_server(&s, log);
+        check(wait_for_text(s.log, "peer 1 joined", 1) &&
+              !strstr(slurp(log), "shrunk") &&
+              !strstr(slurp(log), "ivshmem_shm_shrinkable"),
+              "two devices on a --memfd server: no warning, no trace");
+        server_stop(&s);
+    }
+    snprintf(log, sizeof(log), "%s/qemu-posix.log", tmpdir);
+    if (server_start(&s, NULL)) {
+        qemu_on_server(&s, log);
+        if (!check(count_lines_with(log, "can be shrunk by any process") == 1
+                   && count_lines_with(log, "ivshmem_shm_shrinkable") == 2,
+                   "two devices on a -M server: one warning, two trace "
+                   "lines")) {
+            diag("%s", slurp(log));
+        }
+        server_stop(&s);
+    }
+}
+
 /* ---- ivshmem-client on the server, driven like a script would ---- */
 
 typedef struct Proc {
@@ -2676,6 +2737,7 @@ static const struct {
     { "access", test_access_control },
     { "options", test_options_hardening },
     { "memfd", test_sealed_memfd },
+    { "device", test_device_seal_warning },
     { "wrap", test_id_wrap },
 };
 

@@ -16,10 +16,10 @@
 #define IVSHMEM_SERVER_QUEUE_PER_VECTOR 16384
 /*
  * Default bound on the descriptors queued for one client, per vector: a
- * client may fall 1024 joins behind.  Queued descriptors of peers that
+ * client may fall 4096 joins behind.  Queued descriptors of peers that
  * left stay open until sent, so this bounds what one client can pin.
  */
-#define IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR 1024
+#define IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR 4096
 /* Default bound on the descriptors a client leaves unread in its socket. */
 #define IVSHMEM_SERVER_FDS_IN_FLIGHT 16
 /* Default time a client has to read its setup. */

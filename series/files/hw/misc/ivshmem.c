@@ -475,6 +475,7 @@ static bool ivshmem_map_fd(IvshmemState *s, int fd, const char *what,
 {
     struct stat st;
     uint64_t size;
+    int seals;
 
     if (fstat(fd, &st) < 0) {
         error_setg_errno(errp, errno, "cannot stat the %s", what);
@@ -502,6 +503,15 @@ static bool ivshmem_map_fd(IvshmemState *s, int fd, const char *what,
     }
     s->shm_mr_inited = true;
     s->shm = &s->shm_mr;
+    /* Whoever holds a shrinkable fd can truncate it under us: SIGBUS. */
+    seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        trace_ivshmem_shm_shrinkable(object_get_typename(OBJECT(s)), seals);
+        warn_report_once("ivshmem: the %s can be shrunk by any process "
+                         "holding it, and this QEMU would then crash with "
+                         "SIGBUS; ivshmem-server --memfd serves sealed "
+                         "memory", what);
+    }
     s->shm_dev = st.st_dev;
     s->shm_ino = st.st_ino;
     s->shm_obj_size = st.st_size;
