@@ -139,8 +139,10 @@ def wait_until(what, timeout, step=0.5):
 
 def irq_count(g):
     """Interrupts the guest's ivshmem driver has handled (all vectors)."""
-    out = g.run("awk '/ ivshmem$/ { for (i = 2; i <= NF && $i ~ /^[0-9]+$/;"
-                " i++) s += $i } END { print s + 0 }' /proc/interrupts")
+    # Our driver names its IRQs ivshmemN-vK (earlier versions: ivshmem).
+    out = g.run("awk '$NF ~ /^ivshmem[0-9]*(-v[0-9]+)?$/ { for (i = 2; "
+                "i <= NF && $i ~ /^[0-9]+$/; i++) s += $i } "
+                "END { print s + 0 }' /proc/interrupts")
     return int(out.split()[-1])
 
 
