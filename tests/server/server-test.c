@@ -21,13 +21,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1489,6 +1492,146 @@ static void test_shm_dir(void)
     }
 }
 
+/*
+ * -m on a real hugetlbfs: reserve huge pages, mount hugetlbfs in the test
+ * directory, restore both on every path: at exit and on a fatal signal
+ * too (async-signal-safe).
+ */
+#define HUGE_SYSCTL     "/proc/sys/vm/nr_hugepages"
+#define HUGETLBFS_TYPE  0x958458f6
+
+static char huge_mnt[160];
+static char huge_saved_text[32];
+static long huge_saved = -1;
+static volatile sig_atomic_t huge_mounted;
+
+static void huge_restore(void)
+{
+    int fd;
+
+    if (huge_mounted && umount2(huge_mnt, MNT_DETACH) == 0) {
+        huge_mounted = false;
+        rmdir(huge_mnt);
+    }
+    if (huge_saved >= 0 && (fd = open(HUGE_SYSCTL, O_WRONLY)) >= 0) {
+        if (write(fd, huge_saved_text, strlen(huge_saved_text)) > 0) {
+            huge_saved = -1;
+        }
+        close(fd);
+    }
+}
+
+static void huge_fatal(int sig)
+{
+    huge_restore();
+    kill_all_and_die(sig);
+}
+
+static long meminfo(const char *key)
+{
+    const char *p = strstr(slurp("/proc/meminfo"), key);
+
+    return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+static long huge_used(void)
+{
+    return meminfo("HugePages_Total:") - meminfo("HugePages_Free:");
+}
+
+static void test_hugetlbfs(void)
+{
+    static bool registered;
+    Server s;
+    Peer p;
+    struct statfs st;
+    long saved, total, used;
+    bool good;
+    uint8_t *m;
+    FILE *f;
+    int lock;
+
+    if (!strstr(slurp("/proc/filesystems"), "\thugetlbfs\n") ||
+        access(HUGE_SYSCTL, F_OK) != 0) {
+        printf("ok %d - -m on hugetlbfs # SKIP the kernel has no huge "
+               "pages\n", ++test_count);
+        return;
+    }
+    if (geteuid() != 0) {
+        printf("ok %d - -m on hugetlbfs # SKIP reserving huge pages needs "
+               "root\n", ++test_count);
+        return;
+    }
+    /* one test on this host at a time adds to the reservation */
+    lock = open("/tmp/ivshmem-test-hugepages.lock", O_RDWR | O_CREAT, 0600);
+    if (lock >= 0) {
+        flock(lock, LOCK_EX);
+    }
+    if (!registered) {
+        static const int fatal[] = { SIGBUS, SIGSEGV, SIGABRT, SIGTERM,
+                                     SIGINT, SIGHUP, SIGFPE, SIGILL };
+        struct sigaction on_fatal = { .sa_handler = huge_fatal };
+        size_t i;
+
+        atexit(huge_restore);
+        for (i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++) {
+            sigaction(fatal[i], &on_fatal, NULL);
+        }
+        registered = true;
+    }
+    saved = strtol(slurp(HUGE_SYSCTL), NULL, 10);
+    snprintf(huge_saved_text, sizeof(huge_saved_text), "%ld\n", saved);
+    total = meminfo("HugePages_Total:");
+    f = fopen(HUGE_SYSCTL, "w");
+    if (f) {
+        huge_saved = saved;
+        fprintf(f, "%ld\n", saved + 2);
+        fclose(f);
+    }
+    if (!check(meminfo("HugePages_Total:") >= total + 2,
+               "2 huge pages reserved (HugePages_Total %ld -> %ld)", total,
+               meminfo("HugePages_Total:"))) {
+        goto out;
+    }
+    snprintf(huge_mnt, sizeof(huge_mnt), "%s/hugetlbfs", tmpdir);
+    mkdir(huge_mnt, 0700);
+    huge_mounted = mount("ivshmem-test", huge_mnt, "hugetlbfs", 0,
+                         "pagesize=2M") == 0;
+    if (!check(huge_mounted, "hugetlbfs mounted on %s", huge_mnt)) {
+        goto out;
+    }
+    used = huge_used();
+    if (!check(server_start(&s, "-m", huge_mnt, "-l", "1K", NULL),
+               "server starts with -m on hugetlbfs")) {
+        goto out;
+    }
+    good = peer_join(&p, s.sock, 1) && fstatfs(p.shm, &st) == 0;
+    check(good && st.f_type == HUGETLBFS_TYPE && fd_size(p.shm) == 2 << 20,
+          "-m HUGETLBFS -l 1K: the fd is a hugetlbfs file, rounded up to "
+          "one 2 MiB page (%" PRId64 " bytes)", good ? fd_size(p.shm) : -1);
+    m = good && fd_size(p.shm) == 2 << 20 ?
+        mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, p.shm, 0) :
+        MAP_FAILED;
+    if (m != MAP_FAILED) {
+        m[0] = m[(2 << 20) - 1] = 0x5a;
+        munmap(m, 2 << 20);
+    }
+    check(m != MAP_FAILED && huge_used() - used == 1,
+          "a peer's mapping of it is one huge page (%ld in use)",
+          huge_used() - used);
+    peer_close(&p);
+    server_stop(&s);
+out:
+    huge_restore();
+    check(!huge_mounted && huge_saved < 0 &&
+          strtol(slurp(HUGE_SYSCTL), NULL, 10) == saved,
+          "hugetlbfs unmounted, nr_hugepages back to %ld", saved);
+    if (lock >= 0) {
+        flock(lock, LOCK_UN);
+        close(lock);
+    }
+}
+
 /* Few descriptors: newcomers are refused, the server keeps serving. */
 static void test_fd_exhaustion(void)
 {
@@ -2725,6 +2868,7 @@ static const struct {
     { "big", test_big_regions },
     { "socket", test_socket_path },
     { "shmdir", test_shm_dir },
+    { "hugetlbfs", test_hugetlbfs },
     { "fds", test_fd_exhaustion },
     { "client", test_client_interop },
     { "backpressure", test_unprivileged_backpressure },
