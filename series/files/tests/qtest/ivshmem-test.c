@@ -2804,6 +2804,32 @@ static void huge_restore(void *opaque)
     }
 }
 
+/* Fatal signals (a SIGBUS on a bad mapping, a kill) restore the host too */
+static const int huge_signals[] = { SIGBUS, SIGSEGV, SIGTERM, SIGINT, SIGHUP };
+static HugeHost *huge_current;
+static struct sigaction huge_old_actions[ARRAY_SIZE(huge_signals)];
+
+static void huge_fatal(int sig)
+{
+    if (huge_current) {
+        huge_restore(huge_current);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void huge_catch_signals(HugeHost *h)
+{
+    struct sigaction sa = { .sa_handler = huge_fatal };
+    size_t i;
+
+    huge_current = h;
+    for (i = 0; i < ARRAY_SIZE(huge_signals); i++) {
+        sigaction(huge_signals[i], h ? &sa : &huge_old_actions[i],
+                  h ? &huge_old_actions[i] : NULL);
+    }
+}
+
 static long meminfo_value(const char *key)
 {
     g_autofree char *text = NULL;
@@ -2853,6 +2879,7 @@ static bool huge_setup(HugeHost *h)
     h->mnt = g_strdup_printf("%s/hugetlbfs-%d", tmpdir, test_counter++);
     g_assert_cmpint(mkdir(h->mnt, 0700), ==, 0);
     qtest_add_abrt_handler(huge_restore, h);
+    huge_catch_signals(h);
     before = meminfo_value("HugePages_Total:");
     g_assert_cmpint(qemu_strtol(h->saved, &end, 10, &saved), ==, 0);
     want = g_strdup_printf("%ld", saved + HUGE_PAGES);
@@ -2870,6 +2897,7 @@ static bool huge_setup(HugeHost *h)
 static void huge_teardown(HugeHost *h)
 {
     huge_restore(h);
+    huge_catch_signals(NULL);
     qtest_remove_abrt_handler(h);
     g_assert_false(h->mounted);
     g_assert_false(h->reserved);
