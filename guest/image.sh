@@ -9,7 +9,11 @@
 # ELF for PVH boot), initramfs.cpio.gz, ivshmem.ko and ivshmem-guest.
 #   GUEST_CACHE  cache directory (default ~/.cache/qemu-ivshmem/guest)
 #   GUEST_KABI   kernel ABI, e.g. 6.1.0-56-amd64 (default: the one of the
-#                linux-image-amd64 candidate, i.e. Debian 12's kernel)
+#                linux-image-amd64 candidate, i.e. Debian 12's kernel);
+#                "backports": the newest in bookworm-backports (6.12)
+#   GUEST_BUILD_ONLY=1  only fetch the headers and build the driver (W=1,
+#                warnings fail); prints "KABI VERSION"; exit 3 when the
+#                kernel is not in the apt lists
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,8 +29,16 @@ candidate() {
 }
 
 kabi=${GUEST_KABI:-}
-if [ -z "$kabi" ]; then
-    meta_ver=$(candidate linux-image-amd64)
+if [ -z "$kabi" ] || [ "$kabi" = backports ]; then
+    if [ -z "$kabi" ]; then
+        meta_ver=$(candidate linux-image-amd64)
+    else
+        # The newest kernel of bookworm-backports (6.12 as of 2026).
+        meta_ver=$(apt-cache madison linux-image-amd64 2>/dev/null |
+                   awk -F'|' '/-backports/ { gsub(/ /, "", $2); print $2; exit }')
+        [ -n "$meta_ver" ] ||
+            { log "no linux-image-amd64 in bookworm-backports"; exit 3; }
+    fi
     kabi=$(apt-cache show "linux-image-amd64=$meta_ver" |
            sed -n 's/^Depends: .*linux-image-\([0-9][^ ,]*-amd64\).*/\1/p' |
            head -1)
@@ -44,13 +56,18 @@ kcommon=$(echo "$hdeps" | grep -o 'linux-headers-[^ ]*-common' | head -1)
 kbuild=$(echo "$hdeps" | grep -o 'linux-kbuild-[^ ]*' | head -1)
 [ -n "$kcommon" ] && [ -n "$kbuild" ] ||
     { log "cannot resolve the headers' dependencies of $kabi"; exit 1; }
-pkgs=("linux-image-$kabi=$kver" "linux-headers-$kabi=$kver"
-      "$kcommon=$kver" "$kbuild=$kver"
-      "busybox-static=$(candidate busybox-static)")
+pkgs=("linux-headers-$kabi=$kver" "$kcommon=$kver" "$kbuild=$kver")
+root=$cache/root-$kabi-$kver
+if [ -n "${GUEST_BUILD_ONLY:-}" ]; then
+    # Only build the driver: the headers are enough.
+    root=$cache/headers-$kabi-$kver
+else
+    pkgs+=("linux-image-$kabi=$kver"
+           "busybox-static=$(candidate busybox-static)")
+fi
 
 # 1. Fetch and unpack the packages (once per package version).
 debs=$cache/debs
-root=$cache/root-$kabi-$kver
 mkdir -p "$debs"
 if [ ! -f "$root/.done" ]; then
     tmp=$(mktemp -d "$cache/dl.XXXXXX")
@@ -86,13 +103,17 @@ key=$( (printf '%s\n' "${pkgs[@]}"
         cd "$top" && sha256sum guest/image.sh guest/init guest/driver/* \
                                 guest/tool/*.c) | sha256sum | cut -c1-16)
 img=$cache/image-$key
-if [ -f "$img/.done" ]; then
+if [ -z "${GUEST_BUILD_ONLY:-}" ] && [ -f "$img/.done" ]; then
     echo "$img"
     exit 0
 fi
 
 # 3. Build the driver and the tool.
-log "building image $key (kernel $kabi $kver)"
+if [ -n "${GUEST_BUILD_ONLY:-}" ]; then
+    log "building the driver (kernel $kabi $kver)"
+else
+    log "building image $key (kernel $kabi $kver)"
+fi
 # A fixed build path (we hold the lock): paths end up in the module.
 build=$cache/build
 rm -rf "$build"
@@ -105,6 +126,11 @@ if ! make -s -C "$kdir" M="$build" W=1 CONFIG_DEBUG_INFO_BTF_MODULES= modules \
         > "$build/kbuild.log" 2>&1 || grep -q 'warning:' "$build/kbuild.log"; then
     cat "$build/kbuild.log" >&2
     exit 1
+fi
+if [ -n "${GUEST_BUILD_ONLY:-}" ]; then
+    log "the driver builds against $kabi $kver without a warning"
+    echo "$kabi $kver"
+    exit 0
 fi
 gcc -static -O2 -Wall -o "$build/ivshmem-guest" \
     "$top/guest/tool/ivshmem-guest.c"
