@@ -146,11 +146,12 @@ class Proc:
 
 
 class Server(Proc):
-    def __init__(self, session, size='4M', vectors=1, name='server'):
+    def __init__(self, session, size='4M', vectors=1, name='server',
+                 binary=None):
         self.sock = os.path.join(session.dir, name + '.sock')
         self.shm = session.shm_name(name)
         self.pidfile = os.path.join(session.dir, name + '.pid')
-        argv = [server_binary(), '-F', '-v', '-S', self.sock, '-M',
+        argv = [binary or server_binary(), '-F', '-v', '-S', self.sock, '-M',
                 self.shm, '-l', size, '-n', str(vectors), '-p',
                 self.pidfile]
         super().__init__(session, name, argv,
@@ -168,7 +169,7 @@ class Guest(Proc):
 
     READY = b'IVSHMEM-GUEST-READY'
 
-    def __init__(self, session, name, device_args, append=''):
+    def __init__(self, session, name, device_args, append='', binary=None):
         self.session = session
         self.console = os.path.join(session.dir, name + '.console')
         self.ctl_log = os.path.join(session.dir, name + '.ctl')
@@ -177,7 +178,7 @@ class Guest(Proc):
         listener.bind(ctl_path)
         listener.listen(1)
         img = session.image
-        argv = [qemu_binary(), '-M', 'pc', '-accel', session.accel,
+        argv = [binary or qemu_binary(), '-M', 'pc', '-accel', session.accel,
                 '-cpu', 'host' if session.accel == 'kvm' else 'max',
                 '-m', '256M', '-nodefaults', '-display', 'none',
                 '-no-reboot', '-kernel', session.kernel,
@@ -471,8 +472,8 @@ class Session:
     def server(self, **kw):
         return Server(self, **kw)
 
-    def guest(self, name, device_args, append=''):
-        return Guest(self, name, device_args, append)
+    def guest(self, name, device_args, append='', binary=None):
+        return Guest(self, name, device_args, append, binary)
 
     def hostpeer(self, server):
         p = HostPeer(server.sock)

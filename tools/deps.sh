@@ -76,10 +76,14 @@ installed_version() {
 # only the libvirt packages come from backports, through an apt pin on
 # libvirt* (`-t bookworm-backports` for them would also take systemd and
 # more from backports).  libvirt's QEMU driver needs a QEMU package: the
-# stock qemu-system-x86 10.0.2 from backports, the tests' reference, so
-# that apt does not pick bookworm's 7.2.
+# stock one below, so that apt does not pick bookworm's 7.2.
 LIBVIRT_PKGS="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-log
 libvirt-clients"
+# Debian's stock qemu-system-x86 10.0.2, the reference the interop suite
+# (tests/suites/40-interop), the libvirt suite and the benchmarks run
+# against: exactly this package set from backports (its other dependencies
+# from bookworm).  Its qemu-system-data and seabios are also the firmware
+# our build uses (tools/build.sh); they fit the 10.0.2 base.
 STOCK_QEMU_PKGS="qemu-system-x86 qemu-system-common qemu-system-data seabios"
 libvirt_ok() {
     local p v
@@ -94,6 +98,15 @@ stock_qemu_ok() {
     [ -n "$v" ] && dpkg --compare-versions "$v" ge 1:10.0.2 &&
         dpkg --compare-versions "$v" lt 1:10.0.3
 }
+install_stock_qemu() {
+    apt-get install -y -qq --no-install-recommends \
+        $(printf '%s/'"$codename"'-backports ' $STOCK_QEMU_PKGS)
+    stock_qemu_ok || {
+        echo "deps: qemu-system-x86 is '$(installed_version qemu-system-x86)'," \
+             "not 10.0.2" >&2
+        exit 1
+    }
+}
 install_libvirt() {
     local pin=/etc/apt/preferences.d/qemu-ivshmem-libvirt.pref
     cat > "$pin" <<PIN
@@ -103,10 +116,6 @@ Package: libvirt*
 Pin: release n=$codename-backports
 Pin-Priority: 990
 PIN
-    if ! stock_qemu_ok; then
-        apt-get install -y -qq --no-install-recommends \
-            $(printf '%s/'"$codename"'-backports ' $STOCK_QEMU_PKGS)
-    fi
     apt-get install -y -qq --no-install-recommends $LIBVIRT_PKGS
     libvirt_ok || { echo "deps: libvirt >= 11.3 not installed" >&2; exit 1; }
 }
@@ -128,4 +137,5 @@ need=$(missing $PKGS)
 [ -z "$need" ] || apt-get install -y -qq --no-install-recommends $need
 apt-get install -y -qq --no-install-recommends -t "$codename-backports" $BPO_PKGS
 meson_ok || { echo "deps: meson >= 1.5 not available" >&2; exit 1; }
-libvirt_ok && stock_qemu_ok || install_libvirt
+stock_qemu_ok || install_stock_qemu
+libvirt_ok || install_libvirt
