@@ -32,6 +32,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <poll.h>
 #include "qapi/error.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
@@ -78,6 +79,13 @@ OBJECT_DECLARE_SIMPLE_TYPE(IvshmemState, IVSHMEM_COMMON)
 #define IVSHMEM_MAX_MSIX        2048        /* PCI_MSIX_FLAGS_QSIZE + 1 */
 #define IVSHMEM_SETUP_TIMEOUT_MS 5000       /* the whole of a setup */
 #define IVSHMEM_VECTOR_GAP_MS   200         /* pause ending a short own list */
+/*
+ * KVM ioeventfds per device.  KVM's MMIO bus holds about 1000 for the
+ * whole VM (NR_IOBUS_DEVS), and QEMU aborts when an add fails, so a guest
+ * that meets thousands of peers must not take one per peer vector.  The
+ * rest are rung by the register handler, which is O(1) per doorbell.
+ */
+#define IVSHMEM_IOEVENTFD_BUDGET 256
 
 /* What the chardev's traffic means. */
 typedef enum IvshmemSession {
@@ -122,6 +130,7 @@ struct IvshmemState {
     uint32_t vectors;
     bool msi;
     bool ioeventfd;
+    uint32_t ioeventfd_budget;
     OnOffAuto master_opt;       /* ivshmem-plain, ivshmem-doorbell */
 
     /* Configuration derived at realize */
@@ -156,6 +165,7 @@ struct IvshmemState {
     int64_t next_deadline;
     IvshmemVector *vec;         /* [vectors] */
     GHashTable *doorbells;      /* (peer << 16 | vector) -> EventNotifier */
+    uint32_t ioeventfds;        /* doorbells with an ioeventfd, <= budget */
     uint8_t msg[IVSHMEM_MSG_SIZE];
     uint32_t msg_len;
     int msg_fd;
@@ -433,8 +443,14 @@ static gpointer ivshmem_doorbell_key(uint16_t peer, uint16_t vector)
 static void ivshmem_doorbell_route_add(IvshmemState *s, uint16_t peer,
                                        uint16_t vector, int fd)
 {
-    EventNotifier *e = g_new(EventNotifier, 1);
+    EventNotifier *e;
 
+    if (s->ioeventfds >= s->ioeventfd_budget) {
+        trace_ivshmem_ioeventfd_budget(peer, vector, s->ioeventfd_budget);
+        return;                 /* rung by ivshmem_ring() */
+    }
+    s->ioeventfds++;
+    e = g_new(EventNotifier, 1);
     event_notifier_init_fd(e, fd);
     memory_region_add_eventfd(&s->regs, A_DOORBELL, 4, true,
                               (uint32_t)peer << 16 | vector, e);
@@ -451,6 +467,7 @@ static void ivshmem_doorbell_route_del(IvshmemState *s, uint16_t peer,
         memory_region_del_eventfd(&s->regs, A_DOORBELL, 4, true,
                                   (uint32_t)peer << 16 | vector, e);
         g_hash_table_remove(s->doorbells, key);
+        s->ioeventfds--;
     }
 }
 
@@ -638,13 +655,37 @@ static bool ivshmem_check_master_id(IvshmemState *s, uint16_t id,
     return true;
 }
 
+/*
+ * Whether @fd is an eventfd, told without /proc, which is missing under
+ * -run-with chroot= and in many sandboxes.  Every eventfd lives on the
+ * kernel's one shared anonymous inode, and of the other descriptors there
+ * (timerfd, signalfd, epoll, inotify...) none polls writable: an eventfd
+ * does unless its counter is saturated, which only a hostile server does.
+ */
 static bool ivshmem_fd_is_eventfd(int fd)
 {
-    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
-    char target[32] = "";
-    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    static struct stat anon;
+    static bool anon_known;
+    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+    struct stat st;
 
-    return n > 0 && g_str_equal(target, "anon_inode:[eventfd]");
+    if (!anon_known) {
+        EventNotifier e;
+
+        if (event_notifier_init(&e, false) < 0) {
+            return false;
+        }
+        anon_known = fstat(event_notifier_get_fd(&e), &anon) == 0;
+        event_notifier_cleanup(&e);
+        if (!anon_known) {
+            return false;
+        }
+    }
+    if (fstat(fd, &st) < 0 || st.st_dev != anon.st_dev ||
+        st.st_ino != anon.st_ino) {
+        return false;
+    }
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT);
 }
 
 static bool ivshmem_check_eventfd(const IvshmemAction *a, Error **errp)
@@ -1478,6 +1519,9 @@ static const char *const ivshmem_descr_vectors =
     "number of interrupt vectors (1..2048)";
 static const char *const ivshmem_descr_ioeventfd =
     "deliver doorbell writes straight to the peer's eventfd";
+static const char *const ivshmem_descr_ioeventfd_budget =
+    "with ioeventfd=on, at most this many peer vectors get an ioeventfd "
+    "(KVM has about 1000 per VM); the others are rung by QEMU";
 
 /* ivshmem-plain */
 
@@ -1514,6 +1558,8 @@ static const Property ivshmem_doorbell_properties[] = {
     DEFINE_PROP_CHR("chardev", IvshmemState, server),
     DEFINE_PROP_UINT32("vectors", IvshmemState, vectors, 1),
     DEFINE_PROP_BOOL("ioeventfd", IvshmemState, ioeventfd, true),
+    DEFINE_PROP_UINT32("x-ioeventfd-budget", IvshmemState, ioeventfd_budget,
+                       IVSHMEM_IOEVENTFD_BUDGET),
     DEFINE_PROP_ON_OFF_AUTO("master", IvshmemState, master_opt,
                             ON_OFF_AUTO_OFF),
 };
@@ -1538,6 +1584,8 @@ static void ivshmem_doorbell_class_init(ObjectClass *oc, void *data)
                                           ivshmem_descr_vectors);
     object_class_property_set_description(oc, "ioeventfd",
                                           ivshmem_descr_ioeventfd);
+    object_class_property_set_description(oc, "x-ioeventfd-budget",
+                                          ivshmem_descr_ioeventfd_budget);
     object_class_property_set_description(oc, "master",
                                           ivshmem_descr_doorbell_master);
 }
@@ -1551,6 +1599,8 @@ static const Property ivshmem_legacy_properties[] = {
     DEFINE_PROP_BOOL("msi", IvshmemState, msi, true),
     DEFINE_PROP_UINT32("vectors", IvshmemState, vectors, 1),
     DEFINE_PROP_BOOL("ioeventfd", IvshmemState, ioeventfd, false),
+    DEFINE_PROP_UINT32("x-ioeventfd-budget", IvshmemState, ioeventfd_budget,
+                       IVSHMEM_IOEVENTFD_BUDGET),
     DEFINE_PROP_STRING("role", IvshmemState, role),
 };
 
@@ -1584,6 +1634,8 @@ static void ivshmem_legacy_class_init(ObjectClass *oc, void *data)
                                           ivshmem_descr_vectors);
     object_class_property_set_description(oc, "ioeventfd",
                                           ivshmem_descr_ioeventfd);
+    object_class_property_set_description(oc, "x-ioeventfd-budget",
+                                          ivshmem_descr_ioeventfd_budget);
     object_class_property_set_description(oc, "role",
         "master: this peer owns the shared memory and migrates it; "
         "peer: migration is blocked while the device is present");

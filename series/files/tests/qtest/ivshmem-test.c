@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/vfs.h>
 #include <sys/un.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <poll.h>
 #include "libqtest.h"
@@ -1421,6 +1422,62 @@ static void test_server_ioeventfd_bypass(void)
     check_doorbell_path(false);
 }
 
+/*
+ * A doorbell pair confined as distributions and libvirt run QEMU: in a
+ * chroot without /proc, under the seccomp sandbox, or both.  The second
+ * QEMU and a local peer join after the first is set up, so each QEMU
+ * checks the eventfds of peers that join later.
+ */
+static bool qemu_has_sandbox(void)
+{
+    g_autofree char *cmd = g_strdup_printf("%s -sandbox on -version",
+                                           g_getenv("QTEST_QEMU_BINARY"));
+    int status = -1;
+
+    return g_spawn_command_line_sync(cmd, NULL, NULL, &status, NULL) &&
+           WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void test_server_confined(gconstpointer opaque)
+{
+    const char *mode = opaque;
+    bool chroot = strstr(mode, "chroot");
+    bool sandbox = strstr(mode, "sandbox");
+    g_autofree char *root = tmp_path("empty-root");
+    g_autofree char *confine = NULL;
+    FakeServer *srv;
+    Guest *qemus[2];
+    int ids[2], i;
+
+    if (chroot && geteuid() != 0) {
+        g_test_skip("-run-with chroot= needs root");
+        return;
+    }
+    if (sandbox && !qemu_has_sandbox()) {
+        g_test_skip("QEMU is built without seccomp (-sandbox)");
+        return;
+    }
+    g_assert_cmpint(mkdir(root, 0755), ==, 0);
+    confine = g_strdup_printf("%s%s%s", chroot ? "-run-with chroot=" : "",
+                              chroot ? root : "",
+                              sandbox ? " -sandbox on" : "");
+    srv = server_start(1 * MiB, 2, 0);
+    for (i = 0; i < 2; i++) {
+        qemus[i] = guest_start(SLOT, "-M pc %s -chardev socket,id=c,path=%s "
+                               "-device ivshmem-doorbell,chardev=c,vectors=2,"
+                               "addr=%d", confine, srv->path, SLOT);
+        ids[i] = reg_read(qemus[i], REG_IV_POSITION);
+        g_assert_cmpint(ids[i], ==, i);
+    }
+    server_join(srv, -1);
+    check_all_doorbells(srv, qemus, 2, ids);
+    for (i = 0; i < 2; i++) {
+        guest_destroy(qemus[i]);
+    }
+    server_stop(srv);
+    g_assert_cmpint(rmdir(root), ==, 0);
+}
+
 static void test_server_16bit_vector(void)
 {
     FakeServer *srv = server_start(1 * MiB, 1, 0);
@@ -2517,6 +2574,172 @@ static bool kvm_usable(void)
     return true;
 }
 
+/*
+ * Thousands of peers.  KVM's MMIO bus holds about 1000 ioeventfds per VM
+ * and QEMU aborts when one more cannot be added, so the device gives the
+ * first IOEVENTFD_BUDGET peer vectors an ioeventfd and rings the others
+ * from its register handler.  A bulk server announces @npeers peers with
+ * one vector each, then the device's own vector.
+ */
+
+#define IOEVENTFD_BUDGET 256    /* the device's default */
+
+typedef struct BulkServer {
+    char *path;
+    int listen_fd;
+    int npeers;
+    int *efds;                  /* [npeers + 1]: the peers', then ours */
+    bool stop;
+    GThread *thread;
+} BulkServer;
+
+static gpointer bulk_thread(gpointer opaque)
+{
+    BulkServer *bs = opaque;
+    struct pollfd pfd = { .fd = bs->listen_fd, .events = POLLIN };
+    int conn, shm, i;
+
+    if (poll(&pfd, 1, 10000) != 1) {
+        return NULL;
+    }
+    conn = accept(bs->listen_fd, NULL, NULL);
+    g_assert_cmpint(conn, >=, 0);
+    send_msg(conn, IVSHMEM_PROTOCOL_VERSION, -1);
+    send_msg(conn, bs->npeers, -1);
+    shm = make_memfd(1 * MiB);
+    send_msg(conn, IVSHMEM_MSG_SHM, shm);
+    close(shm);
+    for (i = 0; i <= bs->npeers; i++) {
+        send_msg(conn, i, bs->efds[i]);
+    }
+    pfd.fd = conn;
+    while (!qatomic_read(&bs->stop) && poll(&pfd, 1, 50) == 0) {
+        /* until QEMU hangs up or the test is over */
+    }
+    close(conn);
+    return NULL;
+}
+
+static BulkServer *bulk_server_start(int npeers)
+{
+    BulkServer *bs = g_new0(BulkServer, 1);
+    struct rlimit rl;
+    int i;
+
+    /* the test and QEMU each hold an fd per peer */
+    g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &rl), ==, 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < npeers + 512) {
+        g_free(bs);
+        return NULL;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &rl), ==, 0);
+    bs->path = tmp_path("bulk.sock");
+    bs->listen_fd = listen_unix(bs->path);
+    bs->npeers = npeers;
+    bs->efds = g_new(int, npeers + 1);
+    for (i = 0; i <= npeers; i++) {
+        bs->efds[i] = make_eventfd();
+    }
+    bs->thread = g_thread_new("bulk", bulk_thread, bs);
+    return bs;
+}
+
+static void bulk_server_stop(BulkServer *bs)
+{
+    int i;
+
+    qatomic_set(&bs->stop, true);
+    g_thread_join(bs->thread);
+    for (i = 0; i <= bs->npeers; i++) {
+        close(bs->efds[i]);
+    }
+    close(bs->listen_fd);
+    unlink(bs->path);
+    g_free(bs->path);
+    g_free(bs->efds);
+    g_free(bs);
+}
+
+/* How many times the register handler rang @peer, from the trace log. */
+static int handler_rings(const char *log, int peer)
+{
+    g_autofree char *text = NULL;
+    g_autofree char *needle = g_strdup_printf("ring peer %d vector 0\n",
+                                              peer);
+    const char *p;
+    int n = 0;
+
+    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+    for (p = text; (p = strstr(p, needle)); p += strlen(needle)) {
+        n += p == text || p[-1] == ' ';
+    }
+    return n;
+}
+
+static void run_many_peers(const char *accel, int npeers, bool kvm)
+{
+    BulkServer *bs = bulk_server_start(npeers);
+    g_autofree char *log = tmp_path("rings.log");
+    const int sample[] = {
+        0, 1, IOEVENTFD_BUDGET - 1, IOEVENTFD_BUDGET, IOEVENTFD_BUDGET + 1,
+        npeers / 2, npeers - 2, npeers - 1,
+    };
+    Guest *g;
+    int i, peer;
+
+    if (!bs) {
+        g_test_skip("RLIMIT_NOFILE too low for this many peers");
+        return;
+    }
+    g = g_new0(Guest, 1);
+    g->qts = qtest_initf("-M pc %s -trace ivshmem_doorbell -D %s "
+                         "-chardev socket,id=c,path=%s -device "
+                         "ivshmem-doorbell,chardev=c,vectors=1,addr=%d",
+                         accel, log, bs->path, SLOT);
+    if (kvm) {
+        /*
+         * BAR0 only: mapping it hands every doorbell ioeventfd to KVM.
+         * (A 64-bit BAR2 is briefly mapped at 0xffffffffe0100000 while
+         * libqos programs it, which KVM refuses.)
+         */
+        g->bus = qpci_new_pc(g->qts, NULL);
+        g->dev = qpci_device_find(g->bus, QPCI_DEVFN(SLOT, 0));
+        g_assert(g->dev);
+        g->bar0 = qpci_iomap(g->dev, 0, NULL);
+        qpci_device_enable(g->dev);
+    } else {
+        guest_attach(g, g->qts, SLOT);
+    }
+    g_assert_cmpint(reg_read(g, REG_IV_POSITION), ==, npeers);
+    for (i = 0; i < ARRAY_SIZE(sample); i++) {
+        peer = sample[i];
+        ring(g, peer, 0);
+        g_assert_true(event_wait(bs->efds[peer], WAIT_MS));
+        g_assert_false(event_wait(bs->efds[(peer + 1) % npeers], 0));
+        /*
+         * An ioeventfd within the budget, the register handler beyond.
+         * (Under KVM, QEMU's own writes bypass KVM's ioeventfds.)
+         */
+        g_assert_cmpint(handler_rings(log, peer), ==,
+                        kvm || peer >= IOEVENTFD_BUDGET);
+    }
+    /* the device's own vector still interrupts it (KVM: in its irqchip) */
+    if (!kvm) {
+        msix_program(g, 0, false);
+        event_set(bs->efds[npeers]);
+        g_assert_true(wait_msi(g, 0));
+    }
+    guest_destroy(g);
+    bulk_server_stop(bs);
+    unlink(log);
+}
+
+static void test_server_4000_peers(void)
+{
+    run_many_peers("", 4000, false);
+}
+
 /* Wait up to @ms for vector @vector's PBA bit to clear */
 static bool wait_not_pending(Guest *g, int vector, int ms)
 {
@@ -2614,6 +2837,14 @@ static void test_kvm_irqfd(void)
  * released and the new eventfds are wired, through the irqfd and
  * through the main loop (masked: PBA).
  */
+/* Under KVM, 4000 peers used to abort QEMU in kvm_mem_ioeventfd_add(). */
+static void test_kvm_4000_peers(void)
+{
+    if (kvm_usable()) {
+        run_many_peers("-accel kvm", 4000, true);
+    }
+}
+
 static void test_kvm_restart(void)
 {
     FakeServer *srv;
@@ -3128,6 +3359,13 @@ int main(int argc, char **argv)
                    test_server_ioeventfd_off);
     qtest_add_func("/ivshmem/server/ioeventfd-bypass",
                    test_server_ioeventfd_bypass);
+    qtest_add_data_func("/ivshmem/server/confined/chroot", "chroot",
+                        test_server_confined);
+    qtest_add_data_func("/ivshmem/server/confined/sandbox", "sandbox",
+                        test_server_confined);
+    qtest_add_data_func("/ivshmem/server/confined/chroot-sandbox",
+                        "chroot sandbox", test_server_confined);
+    qtest_add_func("/ivshmem/server/4000-peers", test_server_4000_peers);
     qtest_add_func("/ivshmem/server/16bit-vector", test_server_16bit_vector);
     qtest_add_func("/ivshmem/server/masked-pending",
                    test_server_masked_pending);
@@ -3175,6 +3413,7 @@ int main(int argc, char **argv)
                    test_migrate_peer_destination);
     qtest_add_func("/ivshmem/kvm/irqfd", test_kvm_irqfd);
     qtest_add_func("/ivshmem/kvm/restart", test_kvm_restart);
+    qtest_add_func("/ivshmem/kvm/4000-peers", test_kvm_4000_peers);
     qtest_add_func("/ivshmem/real-server", test_real_server);
     qtest_add_func("/ivshmem/real-server-restart", test_real_server_restart);
     qtest_add_func("/ivshmem/real-server-hugetlbfs",
