@@ -62,27 +62,37 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     extra=(--enable-asan --enable-ubsan)
 fi
 
-if [ ! -f "$builddir/build.ninja" ]; then
+# --enable-seccomp: distributions and libvirt run QEMU with -sandbox on,
+# and the qtest runs doorbells under it.
+configure_args=(
+    --python=/usr/bin/python3
+    --target-list=x86_64-softmmu
+    --without-default-features
+    --enable-kvm --enable-tcg --enable-tools --enable-seccomp
+    --disable-docs --disable-install-blobs
+    --enable-werror
+    --firmwarepath="$(echo $firmware_dirs | tr ' ' :)"
+    "${extra[@]}"
+)
+# Configure again when the arguments change (an existing tree keeps its
+# objects; ninja rebuilds what the new configuration touches).
+stamp=$builddir/configure.args
+if [ ! -f "$builddir/build.ninja" ] ||
+   [ "$(cat "$stamp" 2>/dev/null)" != "${configure_args[*]}" ]; then
     mkdir -p "$builddir"
     # The +ds tarball has no edk2 blobs, which pc-bios/meson.build unpacks
     # for x86_64: give it empty ones (UEFI is not used here).  Firmware
     # comes from Debian's seabios, ipxe-qemu and qemu-system-data through
     # --firmwarepath.
     "$top/tools/edk2-placeholders.sh" "$work"
-    (cd "$builddir" && "$work/configure" \
-        --python=/usr/bin/python3 \
-        --target-list=x86_64-softmmu \
-        --without-default-features \
-        --enable-kvm --enable-tcg --enable-tools \
-        --disable-docs --disable-install-blobs \
-        --enable-werror \
-        --firmwarepath="$(echo $firmware_dirs | tr ' ' :)" \
-        "${extra[@]}") > "$builddir/configure.log" 2>&1 || {
+    (cd "$builddir" && "$work/configure" "${configure_args[@]}") \
+        > "$builddir/configure.log" 2>&1 || {
         tail -30 "$builddir/configure.log" >&2
         echo "build: configure failed; log in $builddir/configure.log" >&2
-        rm -f "$builddir/build.ninja"
+        rm -f "$builddir/build.ninja" "$stamp"
         exit 1
     }
+    echo "${configure_args[*]}" > "$stamp"
 fi
 
 targets=("$@")

@@ -6,15 +6,16 @@ set -euo pipefail
 
 # meson >= 1.5 and python3-pycotap come from bookworm-backports.
 BPO_PKGS="meson python3-pycotap"
-# Build: QEMU's needs (DEVELOPERS.md), ccache.  Firmware for binaries run
-# from the build tree: seabios, ipxe-qemu, qemu-system-data.  Tests: bc,
+# Build: QEMU's needs (DEVELOPERS.md), libseccomp (-sandbox), ccache.
+# Firmware for binaries run from the build tree: seabios, ipxe-qemu,
+# qemu-system-data.  Tests: bc,
 # Sphinx (docs check), clang and its runtime (libFuzzer targets), libelf
 # and libssl (the guest driver's kbuild tools, unpacked by guest/image.sh).
 PKGS="build-essential pkg-config ninja-build libglib2.0-dev libpixman-1-dev
 libfdt-dev zlib1g-dev flex bison python3-venv python3-setuptools
 seabios ipxe-qemu qemu-system-data ccache xz-utils dpkg-dev git
 busybox-static cpio gzip bc python3-sphinx clang-14 libclang-rt-14-dev
-libelf1 libssl3 valgrind"
+libelf1 libssl3 valgrind libseccomp-dev"
 
 missing() {
     local p
