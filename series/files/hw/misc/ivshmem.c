@@ -143,7 +143,6 @@ struct IvshmemState {
     /* Resources */
     MemoryRegion regs;
     MemoryRegion shm_mr;        /* mapping of a server or shm= fd */
-    bool shm_mr_inited;
     dev_t shm_dev;              /* identity of the mapped server memory */
     ino_t shm_ino;
     off_t shm_obj_size;
@@ -176,6 +175,28 @@ struct IvshmemState {
 };
 
 /* Registers and interrupts */
+
+/* A guest error, naming the device: "ivshmem-doorbell 'id' at 0000:00:04.0" */
+static void G_GNUC_PRINTF(2, 3) ivshmem_guest_error(IvshmemState *s,
+                                                    const char *fmt, ...)
+{
+    DeviceState *dev = DEVICE(s);
+    g_autofree char *path = NULL;
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    if (!qemu_loglevel_mask(LOG_GUEST_ERROR)) {
+        return;
+    }
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    path = qdev_get_dev_path(dev);
+    qemu_log_mask(LOG_GUEST_ERROR, "%s%s%s%s at %s: %s\n",
+                  object_get_typename(OBJECT(s)), dev->id ? " '" : "",
+                  dev->id ? dev->id : "", dev->id ? "'" : "",
+                  path ? path : "?", msg);
+}
 
 static bool ivshmem_uses_intx(IvshmemState *s)
 {
@@ -211,15 +232,14 @@ static void ivshmem_ring(IvshmemState *s, uint32_t value)
     int fd;
 
     if (!s->setup_done) {
-        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: doorbell 0x%08x rung, "
-                      "but the device has no server connection\n", value);
+        ivshmem_guest_error(s, "doorbell 0x%08x rung, but the device has "
+                            "no server connection", value);
         return;
     }
     fd = ivshmem_proto_peer_fd(&s->proto, peer, vector);
     if (fd < 0) {
-        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: doorbell for unknown "
-                      "peer %u or unconnected vector %u ignored\n",
-                      peer, vector);
+        ivshmem_guest_error(s, "doorbell for unknown peer %u or "
+                            "unconnected vector %u ignored", peer, vector);
         return;
     }
     trace_ivshmem_doorbell(peer, vector);
@@ -234,8 +254,8 @@ static uint64_t ivshmem_reg_read(void *opaque, hwaddr addr, unsigned size)
     uint32_t value = 0;
 
     if (size != 4) {
-        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: %u-byte read at 0x%"
-                      HWADDR_PRIx ", registers are 32-bit\n", size, addr);
+        ivshmem_guest_error(s, "%u-byte read at 0x%" HWADDR_PRIx
+                            ", registers are 32-bit", size, addr);
         return 0;
     }
     switch (addr) {
@@ -251,7 +271,7 @@ static uint64_t ivshmem_reg_read(void *opaque, hwaddr addr, unsigned size)
         value = s->setup_done ? s->proto.own_id : 0;
         break;
     case A_DOORBELL:
-        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: Doorbell is write-only\n");
+        ivshmem_guest_error(s, "Doorbell is write-only");
         break;
     default:
         break;                  /* reserved */
@@ -267,9 +287,8 @@ static void ivshmem_reg_write(void *opaque, hwaddr addr, uint64_t data,
     uint32_t value = data;
 
     if (size != 4) {
-        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: %u-byte write at 0x%"
-                      HWADDR_PRIx " ignored, registers are 32-bit\n",
-                      size, addr);
+        ivshmem_guest_error(s, "%u-byte write at 0x%" HWADDR_PRIx
+                            " ignored, registers are 32-bit", size, addr);
         return;
     }
     trace_ivshmem_reg_write(addr, value);
@@ -283,7 +302,7 @@ static void ivshmem_reg_write(void *opaque, hwaddr addr, uint64_t data,
         ivshmem_update_intx(s);
         break;
     case A_IV_POSITION:
-        qemu_log_mask(LOG_GUEST_ERROR, "ivshmem: IVPosition is read-only\n");
+        ivshmem_guest_error(s, "IVPosition is read-only");
         break;
     case A_DOORBELL:
         ivshmem_ring(s, value);
@@ -518,7 +537,6 @@ static bool ivshmem_map_fd(IvshmemState *s, int fd, const char *what,
         error_prepend(errp, "cannot map the %s: ", what);
         return false;
     }
-    s->shm_mr_inited = true;
     s->shm = &s->shm_mr;
     /* Whoever holds a shrinkable fd can truncate it under us: SIGBUS. */
     seals = fcntl(fd, F_GET_SEALS);
@@ -586,7 +604,6 @@ static bool ivshmem_open_shm(IvshmemState *s, Error **errp)
         error_prepend(errp, "cannot map '%s': ", path);
         goto fail;
     }
-    s->shm_mr_inited = true;
     s->shm = &s->shm_mr;
     return true;
 
@@ -833,6 +850,15 @@ static bool ivshmem_next_action(void *opaque, const IvshmemAction *a,
     switch (a->kind) {
     case IVSHMEM_ACTION_OWN_ID:
         trace_ivshmem_reconnect_own_id(a->peer);
+        /* a master, 'auto' ones included, stays peer 0 */
+        if (s->master && a->peer != 0) {
+            error_setg(errp, "property '%s': this device would be peer %u "
+                       "of the restarted ivshmem server, only peer 0 can "
+                       "be the master",
+                       s->kind == IVSHMEM_KIND_LEGACY ? "role" : "master",
+                       a->peer);
+            return false;
+        }
         return true;
     case IVSHMEM_ACTION_SHM:
         if (!ivshmem_same_memory(s, a->fd, errp)) {
@@ -1214,10 +1240,10 @@ static void ivshmem_teardown(IvshmemState *s)
         host_memory_backend_set_mapped(s->memdev, false);
         s->memdev_taken = false;
     }
-    if (s->shm_mr_inited) {
-        object_unparent(OBJECT(&s->shm_mr));   /* unmaps, closes the fd */
-        s->shm_mr_inited = false;
-    }
+    /*
+     * shm_mr stays: a region is destroyed with its owner, once nothing
+     * (an address_space_map() say) still holds it (docs/devel/memory.rst).
+     */
     s->shm = NULL;
     if (msix_present(pdev)) {
         msix_uninit_exclusive_bar(pdev);
@@ -1401,14 +1427,18 @@ static void ivshmem_unrealize(PCIDevice *pdev)
     ivshmem_teardown(IVSHMEM_COMMON(pdev));
 }
 
-static void ivshmem_reset(DeviceState *dev)
+/* The PCI core resets MSI-X; the server connection stays up. */
+static void ivshmem_reset_enter(Object *obj, ResetType type)
 {
-    IvshmemState *s = IVSHMEM_COMMON(dev);
+    IvshmemState *s = IVSHMEM_COMMON(obj);
 
     s->intr_mask = 0;
     s->intr_status = 0;
-    ivshmem_update_intx(s);
-    /* The PCI core resets MSI-X; the server connection stays up. */
+}
+
+static void ivshmem_reset_hold(Object *obj, ResetType type)
+{
+    ivshmem_update_intx(IVSHMEM_COMMON(obj));
 }
 
 /*
@@ -1492,6 +1522,7 @@ static void ivshmem_common_class_init(ObjectClass *oc, void *data)
 {
     PCIDeviceClass *pci = PCI_DEVICE_CLASS(oc);
     DeviceClass *dc = DEVICE_CLASS(oc);
+    ResettableClass *rc = RESETTABLE_CLASS(oc);
 
     /* The guest-visible identity (docs/specs/ivshmem-spec.rst) */
     pci->class_id = PCI_CLASS_MEMORY_RAM;
@@ -1501,7 +1532,8 @@ static void ivshmem_common_class_init(ObjectClass *oc, void *data)
     pci->subsystem_id = IVSHMEM_SUBSYS_ID;
 
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
-    device_class_set_legacy_reset(dc, ivshmem_reset);
+    rc->phases.enter = ivshmem_reset_enter;
+    rc->phases.hold = ivshmem_reset_hold;
     pci->exit = ivshmem_unrealize;
     pci->realize = ivshmem_realize;
 }

@@ -1006,6 +1006,46 @@ static void test_help(void)
     check_described("ivshmem-doorbell", doorbell);
 }
 
+/* Guest errors name the device: its id, and its PCI address. */
+static void test_guest_errors_named(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    g_autofree char *log = tmp_path("guest-errors");
+    g_autofree char *text = NULL;
+    QPCIDevice *plain;
+    QPCIBar bar0;
+    Guest *g;
+
+    g = guest_start(SLOT, "-M pc -d guest_errors -D %s -chardev socket,"
+                    "id=c,path=%s -device ivshmem-doorbell,id=iv0,"
+                    "chardev=c,addr=%d -object memory-backend-file,id=m,"
+                    "size=1M,mem-path=%s-plain,share=on -device "
+                    "ivshmem-plain,memdev=m,addr=%d", log, srv->path, SLOT,
+                    log, SLOT + 1);
+    ring(g, 9, 0);
+    qpci_io_writeb(g->dev, g->bar0, REG_IV_POSITION, 1);
+    plain = qpci_device_find(g->bus, QPCI_DEVFN(SLOT + 1, 0));
+    g_assert(plain);
+    qpci_device_enable(plain);
+    bar0 = qpci_iomap(plain, 0, NULL);
+    qpci_io_writel(plain, bar0, REG_IV_POSITION, 1);
+    g_free(plain);
+    guest_destroy(g);
+    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+    g_test_message("%s", text);
+    g_assert_nonnull(strstr(text, "ivshmem-doorbell 'iv0' at 0000:00:04.0: "
+                            "doorbell for unknown peer 9"));
+    g_assert_nonnull(strstr(text, "ivshmem-doorbell 'iv0' at 0000:00:04.0: "
+                            "1-byte write at 0x8 ignored"));
+    g_assert_nonnull(strstr(text, "ivshmem-plain at 0000:00:05.0: "
+                            "IVPosition is read-only"));
+    unlink(log);
+    g_free(text);
+    text = g_strdup_printf("%s-plain", log);
+    unlink(text);
+    server_stop(srv);
+}
+
 /*
  * Compatibility with QEMU 10.0.2: property types, master=auto, share=off
  */
@@ -1858,6 +1898,34 @@ static void test_server_restart_same_memory(void)
 }
 
 /*
+ * A master (peer 0) whose restarted server would make it peer 1 keeps
+ * its session: only peer 0 can be the master, after a restart too.
+ */
+static void test_server_restart_master(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    g_autofree char *path = g_strdup(srv->path);
+    int shm = dup(srv->shm_fd);
+    Guest *g;
+
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s,"
+                    "reconnect-ms=100 -device ivshmem-doorbell,id=iv0,"
+                    "chardev=c,vectors=1,master=on,addr=%d", path, SLOT);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 0);
+    server_crash(srv);
+    /* a local peer takes ID 0 first: the device would become peer 1 */
+    srv = server_start_at(path, shm, 1 * MiB, 1, 0, 1);
+    g_assert_true(wait_joined(srv, 1));
+    g_usleep(300 * 1000);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 0);
+    ring(g, 0, 0);                  /* the new peer 0 is not ours */
+    g_assert_false(event_wait(server_efd(srv, 0, 0), 300));
+    guest_destroy(g);
+    server_stop(srv);
+    close(shm);
+}
+
+/*
  * Restarted on other memory: refused, the device stays peer 3 on the
  * old memory with the old peers.  A later restart on the right memory
  * is adopted.
@@ -2297,6 +2365,48 @@ static void run_hotplug(bool q35)
     server_stop(srv);
     shm_unlink(name);
     unlink(file);
+}
+
+/*
+ * Hot-unplug a doorbell device after another peer joined, then remove its
+ * chardev, as libvirt does: stock QEMU 10.0.2 corrupts its heap there.
+ */
+static void test_hotplug_unplug_after_join(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    QTestState *qts = qtest_init("-M pc");
+    int before = count_fds(qtest_pid(qts));
+    Guest g;
+    QDict *resp;
+    int local, efd;
+
+    resp = qtest_qmp(qts, "{'execute': 'chardev-add', 'arguments': "
+                     "{'id': 'c', 'backend': {'type': 'socket', 'data': "
+                     "{'server': false, 'addr': {'type': 'unix', "
+                     "'data': {'path': %s}}}}}}", srv->path);
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    qtest_qmp_device_add(qts, "ivshmem-doorbell", "iv", "{'chardev': 'c', "
+                         "'vectors': 1, 'addr': %s}", stringify(SLOT));
+    g_assert_true(wait_joined(srv, 0));
+    local = server_join(srv, -1);           /* announced to the device */
+    guest_attach(&g, qts, SLOT);
+    efd = server_efd(srv, local, 0);
+    g_usleep(100 * 1000);                   /* the announcement arrives */
+    ring(&g, local, 0);
+    g_assert_true(event_wait(efd, WAIT_MS));
+    guest_detach(&g);
+    qpci_unplug_acpi_device_test(qts, "iv", SLOT);
+    resp = qtest_qmp(qts, "{'execute': 'chardev-remove', 'arguments': "
+                     "{'id': 'c'}}");
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'query-status'}");
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+    g_assert_true(wait_fd_count(qtest_pid(qts), before));
+    qtest_quit(qts);
+    server_stop(srv);
 }
 
 static void test_hotplug_pc(void)
@@ -3353,6 +3463,7 @@ int main(int argc, char **argv)
                    test_compat_property_types);
     qtest_add_func("/ivshmem/compat/master-auto", test_compat_master_auto);
     qtest_add_func("/ivshmem/compat/no-share", test_compat_no_share);
+    qtest_add_func("/ivshmem/guest-errors-named", test_guest_errors_named);
     qtest_add_func("/ivshmem/server/2-peers", test_server_2_peers);
     qtest_add_func("/ivshmem/server/8-peers", test_server_8_peers);
     qtest_add_func("/ivshmem/server/ioeventfd-off",
@@ -3379,6 +3490,8 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/server/master-not-first",
                    test_server_master_not_first);
     qtest_add_func("/ivshmem/server/reset", test_server_reset_keeps_connection);
+    qtest_add_func("/ivshmem/server/restart-master",
+                   test_server_restart_master);
     qtest_add_func("/ivshmem/server/restart-same-memory",
                    test_server_restart_same_memory);
     qtest_add_func("/ivshmem/server/restart-other-memory",
@@ -3403,6 +3516,8 @@ int main(int argc, char **argv)
         qtest_add_data_func(hp, &stalls[i], test_setup_deadline_hotplug);
     }
     qtest_add_func("/ivshmem/hotplug/pc", test_hotplug_pc);
+    qtest_add_func("/ivshmem/hotplug/unplug-after-join",
+                   test_hotplug_unplug_after_join);
     qtest_add_func("/ivshmem/hotplug/q35", test_hotplug_q35);
     qtest_add_func("/ivshmem/migration/master", test_migrate_master);
     qtest_add_func("/ivshmem/migration/doorbell-master",
