@@ -51,21 +51,29 @@ class Libvirt:
     def __init__(self):
         self.started = []           # (name, pid) we started
         self.kvm_mode = None
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self):
         self._kvm_for_group()
+        # A daemon that answers already (e.g. socket-activated by systemd)
+        # is used as it is.
+        answering = self.virsh('version', check=False).returncode == 0
         for name, pidfile in self.DAEMONS:
-            if self._running(pidfile):
+            if answering or self._running(pidfile):
                 continue
             path = shutil.which(name) or '/usr/sbin/' + name
             out = subprocess.run([path, '-d'], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, timeout=60)
             if out.returncode:
-                self.close()
                 raise e2e.E2EError('%s -d failed: %s'
                                    % (name, out.stdout.decode()))
             deadline = time.time() + 20
             while not self._running(pidfile):
                 if time.time() > deadline:
-                    self.close()
                     raise e2e.E2EError('%s did not write %s'
                                        % (name, pidfile))
                 time.sleep(0.1)
@@ -76,7 +84,6 @@ class Libvirt:
             if r.returncode == 0:
                 break
             if time.time() > deadline:
-                self.close()
                 raise e2e.E2EError('libvirtd does not answer: %s'
                                    % r.stdout)
             time.sleep(0.5)
