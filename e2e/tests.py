@@ -7,9 +7,11 @@ QEMU ($QEMU_BINARY) and our server, and tears everything down afterwards.
 Run one scenario with: e2e/tests.py NAME...
 """
 
+import json
 import mmap
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -368,7 +370,8 @@ def guest_try(guest, cmd, timeout):
 
 
 def hold_and_remove(guest, shm, offset, seed, remove_cmd):
-    """A process maps /dev/ivshmem0; REMOVE_CMD takes the device away; the
+    """A process maps /dev/ivshmem0; REMOVE_CMD (a guest command, or a
+    function run on the host) takes the device away; the
     process then stores 4 KiB at OFFSET and exits.  Returns (what the
     process reported, whether any of its stores reached the host's view
     of the region)."""
@@ -378,7 +381,10 @@ def hold_and_remove(guest, shm, offset, seed, remove_cmd):
               '& echo $! > /tmp/hold.pid' % (trigger, offset, seed, trigger))
     guest.run('for i in $(seq 100); do grep -q ready /tmp/hold && break; '
               'sleep 0.1; done; grep ready /tmp/hold')
-    guest_try(guest, remove_cmd, 60)
+    if callable(remove_cmd):
+        remove_cmd()
+    else:
+        guest_try(guest, remove_cmd, 60)
     _, out = guest_try(guest, 'touch %s; for i in $(seq 300); do '
                        'grep -q result= /tmp/hold && break; sleep 0.1; done; '
                        'cat /tmp/hold' % trigger, 60)
@@ -388,13 +394,48 @@ def hold_and_remove(guest, shm, offset, seed, remove_cmd):
     return out, bytes(shm[offset:offset + 4096]) != bytes(4096)
 
 
+def qmp_device_del(path, dev_id, timeout=60):
+    """device_del DEV_ID over the QMP socket PATH; waits until QEMU reports
+    the device gone (the guest has ejected it).  Returns None or an error."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        f = sock.makefile('rwb')
+        f.readline()                        # the greeting
+        for cmd in ({'execute': 'qmp_capabilities'},
+                    {'execute': 'device_del', 'arguments': {'id': dev_id}}):
+            f.write(json.dumps(cmd).encode() + b'\n')
+            f.flush()
+            while True:
+                r = json.loads(f.readline())
+                if 'error' in r:
+                    return str(r['error'])
+                if 'return' in r:
+                    break
+        while True:
+            r = json.loads(f.readline())
+            if r.get('event') == 'DEVICE_DELETED' and \
+                    r.get('data', {}).get('device') == dev_id:
+                return None
+    except (OSError, ValueError) as err:
+        return 'QMP: %s' % err
+    finally:
+        sock.close()
+
+
 def test_driver(s):
     """The guest driver's interface, and how it survives unbind and removal
     with open files and live mappings, under a poisoning allocator: one
     guest per case, as a use-after-free can take a guest down."""
     srv = s.server(vectors=2, size='4M')
-    a, b, c = boot(s, {n: (doorbell_dev(srv, 2), 'slub_debug=FZPU')
-                       for n in 'abc'})
+
+    def dev(name):
+        return ['-chardev', 'socket,id=ivc,path=' + srv.sock, '-device',
+                'ivshmem-doorbell,id=ivs0,chardev=ivc,vectors=2', '-qmp',
+                'unix:%s,server=on,wait=off' % os.path.join(s.dir,
+                                                            name + '.qmp')]
+    a, b, c = boot(s, {n: (dev(n), 'slub_debug=FZPU') for n in 'abc'})
     shm = open_host_shm('/dev/shm/' + srv.shm, 4 * MIB)
     bdf = os.path.basename(find_bdf(a))
     unbind = 'echo %s > /sys/bus/pci/drivers/ivshmem/unbind' % bdf
@@ -428,7 +469,24 @@ def test_driver(s):
           'gets SIGBUS and its store does not reach the host',
           '%s\nreached host: %s\n%s' % (out, reached, trouble))
 
-    # 3. A live mapping across removal of the PCI device, then a rescan.
+    # 3. A live mapping across hot-unplug (QMP device_del, ACPI eject).
+    b.run('echo %s > /sys/bus/pci/drivers/ivshmem/bind' % bdf, 30)
+    qmp = os.path.join(s.dir, 'b.qmp')
+    errors = []
+    out, reached = hold_and_remove(
+        b, shm, 3 * MIB, 73, lambda: errors.append(
+            qmp_device_del(qmp, 'ivs0')))
+    _, gone = guest_try(b, 'ls /sys/bus/pci/devices/%s 2>&1; '
+                        'ls /dev | grep -c ivshmem' % bdf, 30)
+    trouble = kernel_trouble(b)
+    check(errors == [None] and 'result=sigbus word=0' in out and
+          not reached and gone.endswith('\n0') and not trouble,
+          'driver: after hot-unplug (device_del), a process that mapped the '
+          'region gets SIGBUS and its store does not reach the host',
+          '%s\n%s\nreached host: %s\n%s\n%s' % (errors, out, reached, gone,
+                                                trouble))
+
+    # 4. A live mapping across removal of the PCI device, then a rescan.
     out, reached = hold_and_remove(c, shm, 2 * MIB, 72,
                                    'echo 1 > /sys/bus/pci/devices/%s/remove'
                                    % bdf)
