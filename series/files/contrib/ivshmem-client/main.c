@@ -7,7 +7,7 @@
 #include "qemu/cutils.h"
 #include "ivshmem-client.h"
 
-#define DEFAULT_SOCKET "/tmp/ivshmem_socket"
+#define DEFAULT_SOCKET "/run/ivshmem/ivshmem.sock"   /* the server's */
 
 static void usage(FILE *out, const char *prog)
 {

@@ -876,10 +876,10 @@ int main(int argc, char **argv)
         return 1;
     }
     shm.fd = -1;                /* the server owns it now */
-    server_log("listening on %s%s: %" PRIu64 " bytes of %s shared memory, "
+    server_log("listening on %s%s: %" PRIu64 " bytes of %sshared memory, "
                "%u vectors per peer, at most %u peers",
                activated ? "the socket from systemd, " : "", socket_path,
-               shm.size, o.memfd ? "sealed memfd" : "", o.nvectors,
+               shm.size, o.memfd ? "sealed memfd " : "", o.nvectors,
                o.max_peers);
     if (ready_fd >= 0) {
         daemonize_finish(ready_fd, 0);
