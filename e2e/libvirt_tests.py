@@ -189,8 +189,8 @@ def scenario_plain(t, s):
                 'domains with -sandbox: %s' % sandbox)
     else:
         t.skip('plain-sandbox', '%s is built without seccomp, so libvirt '
-               'does not add -sandbox (libseccomp-dev at configure time '
-               'enables it)' % s.emulator)
+               'does not add -sandbox (tools/build.sh configures with '
+               '--enable-seccomp)' % s.emulator)
     boot(doms.values())
     infos = {n: d.info() for n, d in doms.items()}
     t.check('plain-region', all(i.get('size') == str(4 * MIB) and
