@@ -484,6 +484,70 @@ def t_save_restore(src, dst):
     return run
 
 
+def doorbell_destination(r, name, binary, sock, incoming):
+    """Start a doorbell master destination; a stock one that refuses for
+    not being peer 0 raises Todo."""
+    try:
+        return r.guest(name, binary, doorbell_args(sock), incoming=incoming)
+    except (E2EError, OSError):
+        time.sleep(0.5)
+        err = r.s.tail(os.path.join(r.s.dir, name + '.qemu.log'))
+        if binary == 'stock' and 'master must connect to the server ' \
+                'before any peers' in err:
+            # 10.0.2 checks master=on against the peer ID even on an
+            # incoming destination, which a live or saved source has
+            # made non-zero: stock -> stock fails the same way.
+            raise Todo('stock 10.0.2 refuses an incoming doorbell master '
+                       'that is not peer 0 ("master must connect to the '
+                       'server before any peers"), stock -> stock too')
+        raise
+
+
+def check_doorbells(g, peer, gid, when):
+    """One ring each way between guest @g (peer @gid) and the host peer."""
+    n = guest_interrupts(g, lambda: peer.ring(gid, 0))
+    check(n == 1, '%s: %d interrupts for one ring' % (when, n))
+    n = peer_interrupts(peer.vectors[0], lambda: g.tool('ring 1 0'))
+    check(n == 1, '%s: the peer got %d rings for one' % (when, n))
+
+
+def t_save_doorbell(src, dst):
+    def run(ctx):
+        r = ctx['run']
+        srv = r.s.server(size='4M', vectors=1)
+        state = r.path('state')
+        a = r.guest('dbsave-' + src, src, doorbell_args(srv.sock))
+        a.wait_ready()
+        check(a.info().get('id') == '0', 'the master is not peer 0')
+        peer = r.s.hostpeer(srv)
+        wait_for('the peer to know the master', lambda: 0 in peer.peers)
+        wait_for('the peer\'s own vectors', lambda: len(peer.vectors) == 1)
+        guest_write(a, 0, 61)
+        check_pattern(peer.shm[0:65536], 61, 0, 'source (peer view)')
+        check_doorbells(a, peer, 0, 'before saving')
+        a.qmp.ok('stop')
+        a.qmp.ok('migrate', uri='exec:cat > ' + state)
+        a.qmp.wait_migration()
+        a.qmp.quit()
+        wait_for('the source to leave', lambda: 0 not in peer.peers)
+        b = doorbell_destination(r, 'dbrestore-' + dst, dst, srv.sock,
+                                 'exec:cat ' + state)
+        wait_for('the restored state', lambda: b.qmp.ok(
+            'query-migrate').get('status') == 'completed', 60)
+        b.qmp.ok('cont')
+        b.qmp.wait_running()
+        gid = int(b.info().get('id', -1))
+        check(gid == 2, 'the restored guest is peer %d, not 2' % gid)
+        wait_for('the peer to know the restored guest',
+                 lambda: gid in peer.peers)
+        guest_verify(b, 0, 61)
+        guest_write(b, 65536, 62)
+        check_pattern(peer.shm[65536:131072], 62, 65536,
+                      'after the restored guest wrote (peer view)')
+        check_doorbells(b, peer, gid, 'after restoring')
+    return run
+
+
 def t_live_doorbell(src, dst):
     def run(ctx):
         r = ctx['run']
@@ -503,22 +567,8 @@ def t_live_doorbell(src, dst):
         n = peer_interrupts(peer.vectors[0], lambda: a.tool('ring 1 0'))
         check(n == 1, 'before migration: the peer got %d rings for one' % n)
 
-        try:
-            b = r.guest('db-dst-' + dst, dst, doorbell_args(srv.sock),
-                        incoming='unix:' + r.path('mig.sock'))
-        except (E2EError, OSError):
-            time.sleep(0.5)
-            err = r.s.tail(os.path.join(r.s.dir, 'db-dst-%s.qemu.log' % dst))
-            if dst == 'stock' and 'master must connect to the server ' \
-                    'before any peers' in err:
-                # 10.0.2 checks master=on against the peer ID even on an
-                # incoming destination, which a live source always makes
-                # non-zero: stock -> stock fails the same way.
-                raise Todo('stock 10.0.2 refuses an incoming doorbell '
-                           'master that is not peer 0 ("master must '
-                           'connect to the server before any peers"), '
-                           'stock -> stock too')
-            raise
+        b = doorbell_destination(r, 'db-dst-' + dst, dst, srv.sock,
+                                 'unix:' + r.path('mig.sock'))
         wait_for('the destination to join', lambda: 2 in peer.peers)
         r.migrate(a, b, 'unix:' + r.path('mig.sock'))
         a.qmp.quit()
@@ -632,6 +682,12 @@ CHECKS = [
      t_save_restore('stock', 'ours'), True),
     ('save-ours-stock', 'save to file on ours, restore on stock',
      t_save_restore('ours', 'stock'), True),
+    ('save-doorbell-stock-ours', 'save to file on stock, restore on ours, '
+     'ivshmem-doorbell master with a third peer',
+     t_save_doorbell('stock', 'ours'), True),
+    ('save-doorbell-ours-stock', 'save to file on ours, restore on stock, '
+     'ivshmem-doorbell master with a third peer',
+     t_save_doorbell('ours', 'stock'), True),
     ('mixed-plain', 'mixed pair stock + ours, ivshmem-plain on one file',
      t_mixed_plain, True),
     ('mixed-doorbell-ours', 'mixed pair stock + ours, ivshmem-doorbell on '
