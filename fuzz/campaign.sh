@@ -50,6 +50,12 @@ start=$(date +%s)
 rc=0
 (cd "$tmp" && "${cmd[@]}") > "$tmp/out" 2>&1 || rc=$?
 end=$(date +%s)
+# The crash inputs first: nothing below may lose them.
+if [ -n "$(ls "$tmp/artifacts")" ]; then
+    mkdir -p "$crashes"
+    cp "$tmp/artifacts/"* "$crashes/"
+fi
+set +e +o pipefail          # a pattern that matches nothing is no error
 {
     echo "# end $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# wall time $((end - start)) s, exit status $rc"
@@ -58,19 +64,17 @@ end=$(date +%s)
     # libFuzzer's start, its last progress lines and the final stats
     grep -E '^INFO:' "$tmp/out" | head -8
     # the corpus when loaded, when done, and the last progress line
-    grep -E '^#[0-9]+ +(INITED|DONE)' "$tmp/out" || true
-    grep -E '^#[0-9]+ +(NEW|REDUCE|pulse|RELOAD)' "$tmp/out" | tail -1
+    grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)' "$tmp/out"
+    grep -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|RELOAD)' "$tmp/out" |
+        tail -1
     echo "# ..."
     # what the harness said about a finding (its own lines, not the
     # server's log it dumps after them)
     grep -E '^fuzz-[a-z]+:|check failed' "$tmp/out" | head -20
     echo "# ..."
-    grep -vE '^#[0-9]+ +(NEW|REDUCE|pulse)|^  ' "$tmp/out" | tail -40
+    grep -vE '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)|^  ' "$tmp/out" | tail -40
 } >> "$log"
-if [ -n "$(ls "$tmp/artifacts")" ]; then
-    mkdir -p "$crashes"
-    cp "$tmp/artifacts/"* "$crashes/"
-fi
+set -e -o pipefail
 sed -n 's/^# \(wall\|crash\)/\1/p' "$log" >&2
 grep '^stat::' "$log" >&2 || true
 echo "$log"
