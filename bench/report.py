@@ -622,6 +622,16 @@ def breakdown_markdown(res):
     if res.get('load'):
         out += ['1-minute load average at the start of each session: %s.'
                 % ', '.join('%.1f' % x for x in res['load']), '']
+    out += ['| mode | guest round trip p50, median of sessions (µs) | '
+            'per session | one direction, median (p90) (µs) |',
+            '|---|---:|---|---:|']
+    for m, r in res['modes'].items():
+        end = r['segments'][-1]
+        out.append('| %s | %.0f | %s | %.0f (%.0f) |' % (
+            m, r['guest_rtt_p50_us'],
+            ', '.join('%.0f' % x for x in r.get('guest_rtt_p50s_us', [])) or
+            '-', end['median_us'], end['p90_us']))
+    out.append('')
     for m, r in res['modes'].items():
         p50s = r.get('guest_rtt_p50s_us')
         out += ['### %s: guest-measured round trip p50 %.0f µs%s'
