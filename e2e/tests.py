@@ -453,6 +453,18 @@ def test_driver(s):
           'driver: sysfs ivposition and region_size, BAR0 and BAR2 claimed, '
           'IRQs named per vector', out)
 
+    # A reader blocked on one vector follows a BIND of its file made by
+    # another thread, and returns the new vector's interrupt.
+    host = s.hostpeer(srv)
+    host.wait_for(lambda: int(info['id']) in host.peers, 20)
+    a.start('ivshmem-guest rebind-wait 1 20000')
+    a.expect(rb'rebind-wait: rebound', 30)
+    host.ring(int(info['id']), 1)
+    rc, out = a.finish(60)
+    check(rc == 0 and 'slept: yes' in out and 'woke count=1' in out,
+          'driver: a read blocked on vector 0 follows a BIND to vector 1 by '
+          'another thread and returns its interrupt', out)
+
     # 1. A file open across unbind, closed afterwards.
     rc, out = guest_try(a, '(exec 5<> /dev/ivshmem0; sleep 2) & sleep 1; '
                         '%s; wait' % unbind, 30)

@@ -10,12 +10,15 @@
  *   /sys/bus/pci/devices/BDF  stock sysfs resource mmap, no interrupts
  */
 
+#define _GNU_SOURCE             /* pthread_timedjoin_np */
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -28,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/time.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -799,6 +803,88 @@ static int cmd_mapcheck(Device *d)
     return 0;
 }
 
+typedef struct BlockedRead {
+    int fd;
+    volatile pid_t tid;             /* set by the thread */
+    ssize_t n;
+    uint32_t count;
+    int err;
+} BlockedRead;
+
+static void *blocked_read(void *opaque)
+{
+    BlockedRead *r = opaque;
+
+    r->tid = syscall(SYS_gettid);
+    r->n = read(r->fd, &r->count, sizeof(r->count));
+    r->err = errno;
+    return NULL;
+}
+
+/* Whether thread TID sleeps (state S in /proc/self/task/TID/stat). */
+static bool thread_sleeps(pid_t tid)
+{
+    char path[64], buf[256], *p;
+    bool sleeps = false;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    f = fopen(path, "r");
+    if (!f) {
+        return false;
+    }
+    if (fgets(buf, sizeof(buf), f)) {
+        p = strrchr(buf, ')');
+        sleeps = p && p[1] == ' ' && p[2] == 'S';
+    }
+    fclose(f);
+    return sleeps;
+}
+
+/*
+ * Driver mode: a thread blocks in read() on one open file, bound to
+ * vector 0; once it sleeps, this thread binds the same file to VECTOR.
+ * The reader must follow and return that vector's next interrupt.
+ */
+static int cmd_rebind_wait(Device *d, unsigned vector, int timeout_ms)
+{
+    struct ivshmem_bind bind = { .vector = vector };
+    BlockedRead r = { .fd = -1 };
+    struct timespec ts;
+    pthread_t thread;
+    unsigned i;
+
+    if (d->mode != MODE_DRIVER || vector >= d->nvectors) {
+        die("rebind-wait needs our driver and a vector below %u",
+            d->nvectors);
+    }
+    r.fd = open(d->path, O_RDWR);
+    if (r.fd < 0 || pthread_create(&thread, NULL, blocked_read, &r)) {
+        die("%s: %s", d->path, strerror(errno));
+    }
+    for (i = 0; i < 1000 && !(r.tid && thread_sleeps(r.tid)); i++) {
+        usleep(10000);
+    }
+    usleep(100000);
+    if (ioctl(r.fd, IVSHMEM_IOCTL_BIND, &bind) < 0) {
+        die("bind: %s", strerror(errno));
+    }
+    printf("rebind-wait: rebound to %u while the reader slept: %s\n", vector,
+           thread_sleeps(r.tid) ? "yes" : "no");
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    if (pthread_timedjoin_np(thread, NULL, &ts)) {
+        printf("rebind-wait: timeout\n");
+        return 2;
+    }
+    if (r.n != sizeof(r.count)) {
+        printf("rebind-wait: read failed: %s\n", strerror(r.err));
+        return 1;
+    }
+    printf("rebind-wait: woke count=%u\n", r.count);
+    return 0;
+}
+
 static sigjmp_buf sigbus_jmp;
 
 static void on_sigbus(int sig)
@@ -882,6 +968,9 @@ static void usage(void)
           "  bandwidth [MIB [SEED]]       memcpy bandwidth to/from BAR2; with\n"
           "                               SEED, data for verify 0 CHUNK SEED\n"
           "  mapcheck                     try a private and a read-only map\n"
+          "  rebind-wait VECTOR TIMEOUT_MS  a thread blocks in read() on\n"
+          "                               vector 0, then its file is bound\n"
+          "                               to VECTOR: it must follow\n"
           "  hold OFF SEED FILE TIMEOUT_MS  keep the region mapped until FILE\n"
           "                               exists, then write 4 KiB at OFF and\n"
           "                               report whether that raised SIGBUS\n"
@@ -968,6 +1057,8 @@ int main(int argc, char **argv)
         return cmd_spin(&d, true, num(argv[1]), timeout);
     } else if (!strcmp(cmd, "spin-pong") && argc == 2) {
         return cmd_spin(&d, false, num(argv[1]), timeout);
+    } else if (!strcmp(cmd, "rebind-wait") && argc == 3) {
+        return cmd_rebind_wait(&d, num(argv[1]), num(argv[2]));
     } else if (!strcmp(cmd, "mapcheck") && argc == 1) {
         return cmd_mapcheck(&d);
     } else if (!strcmp(cmd, "hold") && argc == 5) {
