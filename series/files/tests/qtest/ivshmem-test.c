@@ -1485,6 +1485,7 @@ static void test_server_confined(gconstpointer opaque)
     bool sandbox = strstr(mode, "sandbox");
     g_autofree char *root = tmp_path("empty-root");
     g_autofree char *confine = NULL;
+    g_autofree char *asan = NULL;
     FakeServer *srv;
     Guest *qemus[2];
     int ids[2], i;
@@ -1501,6 +1502,18 @@ static void test_server_confined(gconstpointer opaque)
     confine = g_strdup_printf("%s%s%s", chroot ? "-run-with chroot=" : "",
                               chroot ? root : "",
                               sandbox ? " -sandbox on" : "");
+    /*
+     * In a sanitized build, LeakSanitizer needs /proc at exit and would
+     * fail QEMU's exit in the chroot: leave the leak check to the other
+     * tests (ASan's other checks stay on).
+     */
+    asan = g_strdup(g_getenv("ASAN_OPTIONS"));
+    if (chroot) {
+        g_autofree char *opts = g_strdup_printf("%s%sdetect_leaks=0",
+                                                asan ? asan : "",
+                                                asan ? ":" : "");
+        g_setenv("ASAN_OPTIONS", opts, true);
+    }
     srv = server_start(1 * MiB, 2, 0);
     for (i = 0; i < 2; i++) {
         qemus[i] = guest_start(SLOT, "-M pc %s -chardev socket,id=c,path=%s "
@@ -1508,6 +1521,11 @@ static void test_server_confined(gconstpointer opaque)
                                "addr=%d", confine, srv->path, SLOT);
         ids[i] = reg_read(qemus[i], REG_IV_POSITION);
         g_assert_cmpint(ids[i], ==, i);
+    }
+    if (asan) {
+        g_setenv("ASAN_OPTIONS", asan, true);
+    } else {
+        g_unsetenv("ASAN_OPTIONS");
     }
     server_join(srv, -1);
     check_all_doorbells(srv, qemus, 2, ids);
