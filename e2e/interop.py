@@ -601,6 +601,7 @@ def ref_server():
     bench/ref-server.sh uses, out/ref/qemu; only the server is built)."""
     path = os.environ.get('REF_SERVER')
     if path:
+        check(os.access(path, os.X_OK), 'no pristine server at %s' % path)
         return path
     work = os.path.join(e2e.TOP, 'out', 'ref', 'qemu')
     target = 'contrib/ivshmem-server/ivshmem-server'
