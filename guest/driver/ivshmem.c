@@ -13,7 +13,8 @@
  * once the last open file is closed; remove() only cuts it off from the
  * hardware.  All open files share one address_space (an inode of a small
  * pseudo file system), so remove() revokes every user mapping of BAR2 with
- * unmap_mapping_range(); a later access faults and gets SIGBUS.
+ * unmap_mapping_range(); the fault handler, which inserts the pages
+ * under the same lock, answers SIGBUS from then on.
  */
 
 #include <linux/atomic.h>
@@ -33,6 +34,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <linux/wait.h>
 
 #include "ivshmem-uapi.h"
@@ -65,6 +67,7 @@ struct ivshmem_dev {
 	struct mutex lock;              /* serialises users against removal */
 	struct pci_dev *pdev;           /* NULL once the device is gone */
 	void __iomem *regs;
+	void __iomem *shm;              /* holds the memory type, see probe */
 	struct inode *inode;            /* address_space of all user mappings */
 	resource_size_t shm_start;
 	resource_size_t shm_size;
@@ -281,10 +284,24 @@ static __poll_t ivshmem_poll(struct file *filp, poll_table *wait)
 	       EPOLLIN | EPOLLRDNORM : 0;
 }
 
-/* Every page is mapped at mmap() time: a fault means it was revoked. */
+/*
+ * Pages are inserted here, one by one, under the lock that remove() takes
+ * to zap them: a mapping set up while the device goes away cannot keep a
+ * page (with pages inserted at mmap() time, a VMA linked into the
+ * address_space only after ->mmap returned could escape the zap).
+ */
 static vm_fault_t ivshmem_vm_fault(struct vm_fault *vmf)
 {
-	return VM_FAULT_SIGBUS;
+	struct ivshmem_file *f = vmf->vma->vm_file->private_data;
+	struct ivshmem_dev *idev = f->idev;
+	vm_fault_t ret = VM_FAULT_SIGBUS;
+
+	mutex_lock(&idev->lock);
+	if (!ivshmem_gone(idev) && vmf->pgoff < idev->shm_size >> PAGE_SHIFT)
+		ret = vmf_insert_pfn(vmf->vma, vmf->address,
+				     PHYS_PFN(idev->shm_start) + vmf->pgoff);
+	mutex_unlock(&idev->lock);
+	return ret;
 }
 
 static const struct vm_operations_struct ivshmem_vm_ops = {
@@ -303,25 +320,48 @@ static pgprot_t ivshmem_pgprot(pgprot_t prot)
 	}
 }
 
+static void __iomem *ivshmem_map_shm(resource_size_t start,
+				     resource_size_t size)
+{
+	switch (ivshmem_cache_mode) {
+	case IVSHMEM_CACHE_WB:
+		return ioremap_cache(start, size);
+	case IVSHMEM_CACHE_WC:
+		return ioremap_wc(start, size);
+	default:
+		return ioremap(start, size);
+	}
+}
+
+/* vm_flags became read-only, behind vm_flags_set(), in 6.3. */
+static void ivshmem_set_vm_flags(struct vm_area_struct *vma,
+				 unsigned long flags)
+{
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 3, 0)
+	vma->vm_flags |= flags;
+#else
+	vm_flags_set(vma, flags);
+#endif
+}
+
 static int ivshmem_mmap(struct file *filp, struct vm_area_struct *vma)
 {
 	struct ivshmem_file *f = filp->private_data;
 	struct ivshmem_dev *idev = f->idev;
-	int ret;
+	unsigned long npages = idev->shm_size >> PAGE_SHIFT;
 
 	/* A private (copy-on-write) mapping would silently stop sharing. */
 	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
-	vma->vm_page_prot = ivshmem_pgprot(vma->vm_page_prot);
-	vma->vm_ops = &ivshmem_vm_ops;
-	/* remove() zaps under the same lock: no mapping slips past it. */
-	mutex_lock(&idev->lock);
+	if (vma->vm_pgoff > npages || vma_pages(vma) > npages - vma->vm_pgoff)
+		return -EINVAL;
 	if (ivshmem_gone(idev))
-		ret = -ENODEV;
-	else
-		ret = vm_iomap_memory(vma, idev->shm_start, idev->shm_size);
-	mutex_unlock(&idev->lock);
-	return ret;
+		return -ENODEV;
+	vma->vm_page_prot = ivshmem_pgprot(vma->vm_page_prot);
+	ivshmem_set_vm_flags(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND |
+			     VM_DONTDUMP);
+	vma->vm_ops = &ivshmem_vm_ops;
+	return 0;
 }
 
 static long ivshmem_get_info(struct ivshmem_dev *idev, void __user *arg)
@@ -603,9 +643,18 @@ static int ivshmem_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		ret = -ENOMEM;
 		goto err_release2;
 	}
-	idev->pdev = pdev;
 	idev->shm_start = pci_resource_start(pdev, 2);
 	idev->shm_size = pci_resource_len(pdev, 2);
+	/*
+	 * Unused by the driver: this kernel mapping reserves the memory type
+	 * (x86 PAT) that user mappings, filled in at fault time, inherit.
+	 */
+	idev->shm = ivshmem_map_shm(idev->shm_start, idev->shm_size);
+	if (!idev->shm) {
+		ret = -ENOMEM;
+		goto err_unmap_regs;
+	}
+	idev->pdev = pdev;
 	pci_set_master(pdev);
 	ivshmem_setup_irq(idev);
 
@@ -627,6 +676,8 @@ err_irq:
 	ivshmem_free_irqs(idev);
 	pci_clear_master(pdev);
 	idev->pdev = NULL;
+	iounmap(idev->shm);
+err_unmap_regs:
 	pci_iounmap(pdev, idev->regs);
 err_release2:
 	pci_release_region(pdev, 2);
@@ -657,6 +708,7 @@ static void ivshmem_remove(struct pci_dev *pdev)
 		wake_up_interruptible_all(&idev->vec[i].wait);
 	/* Nothing touches the hardware any more. */
 	pci_clear_master(pdev);
+	iounmap(idev->shm);
 	pci_iounmap(pdev, idev->regs);
 	pci_release_region(pdev, 2);
 	pci_release_region(pdev, 0);
