@@ -805,7 +805,7 @@ int main(int argc, char **argv)
     ServerShm shm;
     Error *err = NULL;
     int sock, ready_fd = -1, lock_fd = -1, pid_fd = -1;
-    bool activated;
+    bool activated, ok;
 
     if (!parse_options(argc, argv, &o, &err) ||
         !check_fd_limit(&o, &err)) {
@@ -859,12 +859,17 @@ int main(int argc, char **argv)
         .allow_uids = o.allow_uids,
         .allow_gids = o.allow_gids,
     };
-    if (pidfile) {
-        pid_fd = write_pidfile(pidfile, &err);
+    ok = !pidfile || (pid_fd = write_pidfile(pidfile, &err)) >= 0;
+    if (ok && !ivshmem_server_init(&server, sock, shm.fd, &cfg, &err)) {
+        ivshmem_server_cleanup(&server);    /* it owns sock and shm.fd */
+        shm.fd = -1;
+        ok = false;
     }
-    if ((pidfile && pid_fd < 0) ||
-        !ivshmem_server_init(&server, sock, shm.fd, &cfg, &err)) {
+    if (!ok) {
         server_error("%s", error_get_pretty(err));
+        error_free(err);
+        g_array_free(o.allow_uids, true);
+        g_array_free(o.allow_gids, true);
         if (!activated) {
             remove_file(socket_path);
         }
