@@ -570,10 +570,21 @@ static bool ivshmem_open_shm(IvshmemState *s, Error **errp)
                    "memory object name", s->shm_name);
         return false;
     }
-    fd = shm_open(path, O_RDWR, 0600);
-    if (fd < 0 && errno == ENOENT) {
+    /*
+     * Open, else create: two QEMUs started together with the same name
+     * may both find it missing; the one whose O_EXCL create loses opens
+     * the object the other one created.
+     */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        fd = shm_open(path, O_RDWR, 0600);
+        if (fd >= 0 || errno != ENOENT) {
+            break;
+        }
         fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
-        created = fd >= 0;
+        if (fd >= 0 || errno != EEXIST) {
+            created = fd >= 0;
+            break;
+        }
     }
     if (fd < 0) {
         error_setg_errno(errp, errno, "property 'shm': cannot open "
