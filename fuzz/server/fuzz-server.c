@@ -215,6 +215,16 @@ static void drain(Client *c, int timeout_ms)
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             continue;
         }
+        if (n < 0) {
+            /*
+             * Reset (the server closed on unread bytes of ours): a failed
+             * recvmsg leaves msg_controllen alone, so cbuf still holds
+             * whatever an earlier call left there; parsing it closed fds
+             * received before, by then reused by another client slot.
+             */
+            c->eof = true;
+            break;
+        }
         for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
             if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
                 int k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -223,7 +233,7 @@ static void drain(Client *c, int timeout_ms)
             }
         }
         CHECK(!(msg.msg_flags & MSG_CTRUNC));
-        if (n <= 0) {           /* EOF or reset: the server dropped us */
+        if (n == 0) {           /* EOF: the server dropped us */
             c->eof = true;
         } else {
             CHECK(nfds <= 1);   /* at most one fd per message */
