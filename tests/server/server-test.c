@@ -2655,10 +2655,12 @@ static void qemu_on_server(Server *s, const char *log)
     char *argv[] = { (char *)qemu, "-M", "pc", "-accel", "tcg",
                      "-nodefaults", "-display", "none", "-S",
                      "-monitor", "none", "-trace", "ivshmem_shm_shrinkable",
+                     "-trace", "ivshmem_realized",
                      "-chardev", c1, "-device", "ivshmem-doorbell,chardev=c1",
                      "-chardev", c2, "-device", "ivshmem-doorbell,chardev=c2",
                      NULL };
     pid_t pid;
+    double end;
 
     char *asan = getenv("ASAN_OPTIONS") ? strdup(getenv("ASAN_OPTIONS"))
                                         : NULL;
@@ -2677,9 +2679,18 @@ static void qemu_on_server(Server *s, const char *log)
     } else {
         unsetenv("ASAN_OPTIONS");
     }
-    /* both devices are set up before the machine would run */
-    wait_for_text(s->log, "peer 1 joined", 20);
-    usleep(300000);
+    /*
+     * Both devices finish realize (mapping the memory, and warning about
+     * it) before the machine would run: wait for both, not for the
+     * server's side of the join, which comes first.
+     */
+    for (end = now() + 20;
+         count_lines_with(log, "ivshmem_realized") < 2 && now() < end;) {
+        usleep(10000);
+    }
+    if (count_lines_with(log, "ivshmem_realized") < 2) {
+        diag("QEMU did not realize both devices within 20 s");
+    }
     kill(pid, SIGTERM);
     wait_pid(pid, 10);
 }
