@@ -67,7 +67,6 @@ OBJECT_DECLARE_SIMPLE_TYPE(IvshmemState, IVSHMEM_COMMON)
 
 #define IVSHMEM_VENDOR_ID       0x1af4
 #define IVSHMEM_DEVICE_ID       0x1110
-#define IVSHMEM_SUBSYS_VENDOR   0x1af4
 #define IVSHMEM_SUBSYS_ID       0x1100
 
 #define IVSHMEM_REG_BAR         0
@@ -312,18 +311,15 @@ static void ivshmem_reg_write(void *opaque, hwaddr addr, uint64_t data,
     }
 }
 
+/* Every width reaches the handlers, which refuse all but 32-bit ones. */
 static const MemoryRegionOps ivshmem_reg_ops = {
+    .valid.min_access_size = 1,
+    .valid.max_access_size = 8,
+    .impl.min_access_size = 1,
+    .impl.max_access_size = 8,
+    .endianness = DEVICE_LITTLE_ENDIAN,
     .read = ivshmem_reg_read,
     .write = ivshmem_reg_write,
-    .endianness = DEVICE_LITTLE_ENDIAN,
-    .valid = {
-        .min_access_size = 1,
-        .max_access_size = 8,
-    },
-    .impl = {
-        .min_access_size = 1,
-        .max_access_size = 8,
-    },
 };
 
 /* Own vectors: main loop delivery, or KVM irqfd while MSI-X is unmasked */
@@ -1480,54 +1476,50 @@ static int ivshmem_post_load(void *opaque, int version_id)
 }
 
 /*
- * The sections of ivshmem-plain and ivshmem-doorbell are those of QEMU
- * 10.0.2 (name, version 0, field order), so guests migrate between the
- * two both ways.  The legacy ivshmem's section is this series' own
- * (docs/specs/ivshmem-spec.rst).
+ * Migration.  The sections of ivshmem-plain and ivshmem-doorbell are
+ * those of QEMU 10.0.2 (name, version 0, field order), so guests migrate
+ * between the two both ways; the legacy ivshmem's section is this
+ * series' own (docs/specs/ivshmem-spec.rst).  Only the field lists
+ * differ; the shared memory itself travels as a RAM block.
  */
-static const VMStateDescription ivshmem_plain_vmstate = {
-    .name = TYPE_IVSHMEM_PLAIN,
-    .version_id = 0,
-    .minimum_version_id = 0,
-    .pre_load = ivshmem_pre_load,
-    .post_load = ivshmem_post_load,
-    .fields = (const VMStateField[]) {
-        VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
-        VMSTATE_UINT32(intr_status, IvshmemState),
-        VMSTATE_UINT32(intr_mask, IvshmemState),
-        VMSTATE_END_OF_LIST()
-    },
+static const VMStateField ivshmem_plain_fields[] = {
+    VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
+    VMSTATE_UINT32(intr_status, IvshmemState),
+    VMSTATE_UINT32(intr_mask, IvshmemState),
+    VMSTATE_END_OF_LIST()
 };
 
-static const VMStateDescription ivshmem_doorbell_vmstate = {
-    .name = TYPE_IVSHMEM_DOORBELL,
-    .version_id = 0,
-    .minimum_version_id = 0,
-    .pre_load = ivshmem_pre_load,
-    .post_load = ivshmem_post_load,
-    .fields = (const VMStateField[]) {
-        VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
-        VMSTATE_MSIX(parent_obj, IvshmemState),
-        VMSTATE_UINT32(intr_status, IvshmemState),
-        VMSTATE_UINT32(intr_mask, IvshmemState),
-        VMSTATE_END_OF_LIST()
-    },
+static const VMStateField ivshmem_doorbell_fields[] = {
+    VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
+    VMSTATE_MSIX(parent_obj, IvshmemState),
+    VMSTATE_UINT32(intr_status, IvshmemState),
+    VMSTATE_UINT32(intr_mask, IvshmemState),
+    VMSTATE_END_OF_LIST()
 };
 
-static const VMStateDescription ivshmem_legacy_vmstate = {
-    .name = TYPE_IVSHMEM,
-    .version_id = 1,
-    .minimum_version_id = 1,
-    .pre_load = ivshmem_pre_load,
-    .post_load = ivshmem_post_load,
-    .fields = (const VMStateField[]) {
-        VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
-        VMSTATE_MSIX(parent_obj, IvshmemState),
-        VMSTATE_UINT32(intr_mask, IvshmemState),
-        VMSTATE_UINT32(intr_status, IvshmemState),
-        VMSTATE_END_OF_LIST()
-    },
+static const VMStateField ivshmem_legacy_fields[] = {
+    VMSTATE_PCI_DEVICE(parent_obj, IvshmemState),
+    VMSTATE_MSIX(parent_obj, IvshmemState),
+    VMSTATE_UINT32(intr_mask, IvshmemState),
+    VMSTATE_UINT32(intr_status, IvshmemState),
+    VMSTATE_END_OF_LIST()
 };
+
+#define IVSHMEM_SECTION(type, version, field_list) {                     \
+        .name = (type),                                                 \
+        .version_id = (version),                                        \
+        .minimum_version_id = (version),                                \
+        .pre_load = ivshmem_pre_load,                                   \
+        .post_load = ivshmem_post_load,                                 \
+        .fields = (field_list),                                         \
+    }
+
+static const VMStateDescription ivshmem_plain_vmstate =
+    IVSHMEM_SECTION(TYPE_IVSHMEM_PLAIN, 0, ivshmem_plain_fields);
+static const VMStateDescription ivshmem_doorbell_vmstate =
+    IVSHMEM_SECTION(TYPE_IVSHMEM_DOORBELL, 0, ivshmem_doorbell_fields);
+static const VMStateDescription ivshmem_legacy_vmstate =
+    IVSHMEM_SECTION(TYPE_IVSHMEM, 1, ivshmem_legacy_fields);
 
 static void ivshmem_common_class_init(ObjectClass *oc, void *data)
 {
@@ -1535,18 +1527,20 @@ static void ivshmem_common_class_init(ObjectClass *oc, void *data)
     DeviceClass *dc = DEVICE_CLASS(oc);
     ResettableClass *rc = RESETTABLE_CLASS(oc);
 
-    /* The guest-visible identity (docs/specs/ivshmem-spec.rst) */
-    pci->class_id = PCI_CLASS_MEMORY_RAM;
-    pci->vendor_id = IVSHMEM_VENDOR_ID;
-    pci->subsystem_vendor_id = IVSHMEM_SUBSYS_VENDOR;
-    pci->device_id = IVSHMEM_DEVICE_ID;
-    pci->subsystem_id = IVSHMEM_SUBSYS_ID;
-
-    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+    pci->realize = ivshmem_realize;
+    pci->exit = ivshmem_unrealize;
     rc->phases.enter = ivshmem_reset_enter;
     rc->phases.hold = ivshmem_reset_hold;
-    pci->exit = ivshmem_unrealize;
-    pci->realize = ivshmem_realize;
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+
+    /*
+     * The guest-visible identity (docs/specs/ivshmem-spec.rst): Red Hat's
+     * vendor ID as both vendor and subsystem vendor, a RAM controller.
+     */
+    pci->vendor_id = pci->subsystem_vendor_id = IVSHMEM_VENDOR_ID;
+    pci->device_id = IVSHMEM_DEVICE_ID;
+    pci->subsystem_id = IVSHMEM_SUBSYS_ID;
+    pci->class_id = PCI_CLASS_MEMORY_RAM;
 }
 
 static const char *const ivshmem_descr_plain_master =
@@ -1686,15 +1680,15 @@ static void ivshmem_legacy_class_init(ObjectClass *oc, void *data)
 
 static const TypeInfo ivshmem_types[] = {
     {
+        /* what the three have in common: a conventional PCI device */
         .name = TYPE_IVSHMEM_COMMON,
-        .parent = TYPE_PCI_DEVICE,
-        .instance_size = sizeof(IvshmemState),
-        .class_init = ivshmem_common_class_init,
         .abstract = true,
+        .parent = TYPE_PCI_DEVICE,
         .interfaces = (InterfaceInfo[]) {
-            { INTERFACE_CONVENTIONAL_PCI_DEVICE },
-            { },
+            { INTERFACE_CONVENTIONAL_PCI_DEVICE }, { }
         },
+        .class_init = ivshmem_common_class_init,
+        .instance_size = sizeof(IvshmemState),
     }, {
         .name = TYPE_IVSHMEM_PLAIN,
         .parent = TYPE_IVSHMEM_COMMON,
