@@ -1,7 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # usage: shm-race.sh QEMU N (two QEMUs start together with one new shm= name, N times)
-# usage: shmrace.sh QEMU N  -> count of runs where one of two QEMUs failed to start
 q=$1; n=$2; fails=0
 for i in $(seq $n); do
   name=race-$$-$i
