@@ -2821,7 +2821,11 @@ static void run_many_peers(const char *accel, int npeers, bool kvm)
         return;
     }
     g = g_new0(Guest, 1);
-    g->qts = qtest_initf("-M pc %s -trace ivshmem_doorbell -D %s "
+    /*
+     * -S: under KVM a running vCPU (the BIOS) would program the PCI
+     * devices at the same time as libqos does.
+     */
+    g->qts = qtest_initf("-M pc %s -S -trace ivshmem_doorbell -D %s "
                          "-chardev socket,id=c,path=%s -device "
                          "ivshmem-doorbell,chardev=c,vectors=1,addr=%d",
                          accel, log, bs->path, SLOT);
