@@ -919,6 +919,8 @@ def stale_problems(res):
                 'older than this check, series/ as of %s)'
                 % src.get('series_commit', '?')[:12]]
     out = []
+    if (res.get('settings') or {}).get('quick'):
+        out.append('it is a BENCH_QUICK=1 smoke run, not a full one')
     now = blobs(MEASURED)
     for f in sorted(set(rec) | set(now)):
         if f not in now:
