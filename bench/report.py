@@ -499,7 +499,7 @@ def rate_section(summ):
              '| scenario | configuration | ' +
              ' | '.join(SIDE_NAMES.get(v, v) for v in variants) +
              ' | comparison | ratio of medians | per-round ratio: median '
-             '(95 % CI) | paired runs | verdict | lost |',
+             '(95 % CI) | paired runs | verdict | writes lost |',
              '|---|---|' + '---:|' * len(variants) + '---|---:|---:|---|---|---:|']
     wide = []
     for k in ('flood', 'deliver'):
@@ -517,7 +517,7 @@ def rate_section(summ):
                                     ' slower'),
                           verdict(c['runs']),
                           ', '.join('%d' % s[v]['lost'] for v in variants)
-                          if i == 0 else '']
+                          if i == 0 and k == 'flood' else '']
                 lines.append('| ' + ' | '.join(cells) + ' |')
                 wide.append(('%s, %s, %s' % (k, CONFIG_NAMES.get(t, t),
                                              label), c['effect']))
