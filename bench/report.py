@@ -530,7 +530,7 @@ def per_run_section(res, summ):
     variants = summ['variants']
     lines = ['## Every run', '',
              'Per-run p50 / p99 in µs and the 1-minute load average when '
-             'the run started.', '',
+             'the run started (and ended, where recorded).', '',
              '| scenario | run | ' + ' | '.join(
                  '%s p50 / p99 (load)' % v for v in variants) + ' |',
              '|---|---:|' + '---:|' * len(variants)]
@@ -549,12 +549,43 @@ def per_run_section(res, summ):
                 elif not r[0].get('ok'):
                     cells.append('FAILED (lost %d)' % r[0].get('lost', 0))
                 else:
-                    cells.append('%s / %s (%s)' % (
+                    cells.append('%s / %s (%s%s)' % (
                         us(r[0]['p50']), us(r[0]['p99']),
-                        fmt(r[0].get('load'))))
+                        fmt(r[0].get('load')),
+                        ' to ' + fmt(r[0]['load_end'])
+                        if 'load_end' in r[0] else ''))
             lines.append('| %s | %d | %s |' % (
                 CONFIG_NAMES.get(t, t), rep, ' | '.join(cells)))
     lines.append('')
+    rates = [(k, t, per) for k in ('flood', 'deliver')
+             for t, per in (res.get(k) or {}).items()]
+    if rates:
+        lines += ['Device-only rates of every run (load average at its '
+                  'start and end):', '',
+                  '| scenario | configuration | run | ' +
+                  ' | '.join(variants) + ' |',
+                  '|---|---|---:|' + '---:|' * len(variants)]
+    for k, t, per in rates:
+        reps = sorted({r['rep'] for v in variants for r in per.get(v, [])
+                       if 'rep' in r})
+        for rep in reps:
+            cells = []
+            for v in variants:
+                r = [x for x in per.get(v, []) if x.get('rep') == rep]
+                if not r:
+                    cells.append('-')
+                elif not r[0].get('ok'):
+                    cells.append('FAILED%s' % (
+                        ' (lost %d)' % r[0]['lost'] if r[0].get('lost')
+                        else ''))
+                else:
+                    cells.append('%s (%s to %s)' % (
+                        rate(r[0]['per_s']), fmt(r[0].get('load')),
+                        fmt(r[0].get('load_end'))))
+            lines.append('| %s | %s | %d | %s |' % (
+                k, CONFIG_NAMES.get(t, t), rep, ' | '.join(cells)))
+    if rates:
+        lines.append('')
     return lines
 
 
@@ -662,7 +693,8 @@ def markdown(res, summ):
         lines += join_section(summ)
     if summ.get('host_floor'):
         lines += host_section(summ)
-    if res.get('doorbell') or res.get('polling'):
+    if res.get('doorbell') or res.get('polling') or res.get('flood') or \
+            res.get('deliver'):
         lines += per_run_section(res, summ)
     return '\n'.join(lines)
 
