@@ -970,6 +970,10 @@ def stale_problems(res):
                         ).returncode:
         out.append('its harness commit %s is not in this repository'
                    % hc[:12])
+    elif subprocess.run(['git', '-C', TOP, 'merge-base', '--is-ancestor',
+                         hc, 'HEAD'], stderr=subprocess.DEVNULL).returncode:
+        out.append('its harness commit %s is not in the history of HEAD '
+                   '(rebased away, or from another branch)' % hc[:12])
     elif src.get('harness_dirty'):
         out.append('it ran with uncommitted harness changes (commit %s)'
                    % hc[:12])
