@@ -222,6 +222,8 @@ def bandwidth_summary(bw, variants):
             runs = [dict(r, ok=True) for r in bw.get(variants[0], [])]
             oth = [dict(r, ok=True) for r in bw.get(other, [])]
             out['vs'][other]['runs_' + k] = compare(runs, oth, k, True)
+            out['vs'][other]['effect_' + k] = effect(
+                paired_ratios(runs, oth, k))
     return out
 
 
@@ -603,7 +605,10 @@ def bandwidth_section(summ):
                      ('read_MBps', 'read back from BAR2')):
         lines.append('| %s | %s | %s | %s |' % (
             label, ' | '.join(fmt(bw[v][k], 0) for v in variants),
-            ' | '.join(fmt(bw['vs'][o][k], 2) for o in variants[1:]),
+            ' | '.join('%s; per round %s' % (
+                fmt(bw['vs'][o][k], 2),
+                effect_text(bw['vs'][o].get('effect_' + k)))
+                for o in variants[1:]),
             ' | '.join(runs_text(bw['vs'][o]['runs_' + k], 'slower')
                        for o in variants[1:])))
     lines.append('| data verified by the peer (runs) | %s |%s' % (
@@ -774,9 +779,17 @@ def readme_table(summ, json_rel):
         cells += ['%s / %s MB/s' % (fmt(bw[v]['write_MBps'], 0),
                                     fmt(bw[v]['read_MBps'], 0))
                   for v in variants]
-        cells += ['%s / %s' % (fmt(bw['vs'][o]['write_MBps'], 2),
-                               fmt(bw['vs'][o]['read_MBps'], 2))
-                  for o in others]
+        cells += ['%s / %s; write %s, read %s' % (
+            fmt(bw['vs'][o]['write_MBps'], 2),
+            fmt(bw['vs'][o]['read_MBps'], 2),
+            effect_text(bw['vs'][o].get('effect_write_MBps')),
+            effect_text(bw['vs'][o].get('effect_read_MBps')))
+            for o in others]
+        for o in others:
+            for k in ('write', 'read'):
+                wide.append(('guest memcpy %s BAR2, ours/%s'
+                             % ('into' if k == 'write' else 'out of', o),
+                             bw['vs'][o].get('effect_%s_MBps' % k)))
         cells += ['write %s; read %s'
                   % (runs_cell(bw['vs'][o]['runs_write_MBps']),
                      runs_cell(bw['vs'][o]['runs_read_MBps']))
@@ -841,6 +854,8 @@ def readme_table(summ, json_rel):
             parts.append('pristine vs stock: %s'
                          % verdict(vs['build'][key]))
         notes.append('- %s: %s.' % (what, '; '.join(parts)))
+    if summ.get('bandwidth'):
+        ntests += 2 * len(others)       # write and read, in the table
     st = summ['settings']
     src = summ.get('source') or {}
     loads = [s[v][k] for _, s in lat for v in variants
