@@ -363,6 +363,15 @@ def rate(v):
     return '%.3g /s' % v
 
 
+def rate_cell(d):
+    """A side's median rate, and how many of its runs failed if any."""
+    t = rate(d['median'])
+    if d['runs_ok'] < d['runs']:
+        t += ' (%d of %d runs FAILED)' % (d['runs'] - d['runs_ok'],
+                                         d['runs'])
+    return t
+
+
 RATE_NAMES = {
     'flood': 'doorbell writes a second, guest into a host peer that never '
              'reads',
@@ -511,7 +520,7 @@ def rate_section(summ):
                 comps.append(('pristine/stock (build only)', s['vs']['build']))
             for i, (label, c) in enumerate(comps):
                 cells = [k, CONFIG_NAMES.get(t, t)]
-                cells += ([rate(s[v]['median']) for v in variants] if i == 0
+                cells += ([rate_cell(s[v]) for v in variants] if i == 0
                           else [''] * len(variants))
                 cells += [label, fmt(c['ratio'], 2),
                           effect_text(c['effect']),
@@ -752,7 +761,7 @@ def readme_table(summ, json_rel):
         for t, s in (summ.get(k) or {}).items():
             label = '%s (%s), %s' % (RATE_NAMES[k], k,
                                      CONFIG_NAMES.get(t, t))
-            cells = [label] + [rate(s[v]['median']) for v in variants]
+            cells = [label] + [rate_cell(s[v]) for v in variants]
             cells += ['%s; %s' % (fmt(s['vs'][o]['ratio'], 2),
                                   effect_text(s['vs'][o]['effect']))
                       for o in others]
