@@ -96,7 +96,10 @@ class Pair:
 
     def stop_peer(self):
         if getattr(self, 'peer', None):
-            self.peer.stdin.close()
+            try:
+                self.peer.stdin.close()
+            except OSError:             # it died: nothing to flush
+                pass
             try:
                 self.peer.wait(10)
             except subprocess.TimeoutExpired:
