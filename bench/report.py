@@ -10,6 +10,10 @@
   report.py --readme README.md --json FILE
       replaces README.md's block between the "bench-table" markers with
       the table of FILE (--check: exit 1 if it differs instead).
+  report.py --stale-check README.md
+      exit 1 unless the JSON README.md's table quotes measured the device
+      and server files as they are in the tree (git blob hashes) with a
+      harness commit that is in the repository.
   report.py --breakdown FILE [--readme BREAKDOWN.md [--check]]
       the traced round-trip breakdown (bench/breakdown.py's JSON): prints
       its page, or replaces BREAKDOWN.md's "breakdown" block.
@@ -24,6 +28,7 @@ those counts.
 import json
 import math
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -93,6 +98,41 @@ def compare(runs_a, runs_b, key, higher_is_better=False):
             'pairs': worse + better + tied, 'p': sign_test(worse, better)}
 
 
+BOOT = 4000             # bootstrap resamples
+TARGET = 0.10           # the interval half-width asked for: +-10 %
+
+
+def paired_ratios(runs_a, runs_b, key):
+    """A/B of KEY in every interleaved round where both ran."""
+    by_rep = {r['rep']: r for r in runs_b
+              if r.get('ok') and r.get(key)}
+    return [r[key] / by_rep[r['rep']][key] for r in runs_a
+            if r.get('ok') and r.get(key) is not None and
+            r.get('rep') in by_rep]
+
+
+def effect(ratios):
+    """The median of the per-round ratios with a 95 % percentile
+    bootstrap interval (rounds resampled with replacement; a fixed seed,
+    so that the pages regenerate identically), its relative half-width
+    and, when that is above TARGET, about how many rounds would narrow it
+    to TARGET (the width shrinks as 1/sqrt(rounds))."""
+    n = len(ratios)
+    if n < 2:
+        return None
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(ratios, k=n))
+                  for _ in range(BOOT))
+    est = statistics.median(ratios)
+    lo, hi = meds[int(0.025 * BOOT)], meds[int(0.975 * BOOT) - 1]
+    half = (hi - lo) / 2 / est if est else None
+    e = {'median': est, 'lo': lo, 'hi': hi, 'n': n, 'half_width': half,
+         'runs_for_target': None}
+    if half is not None and half > TARGET:
+        e['runs_for_target'] = int(math.ceil(n * (half / TARGET) ** 2))
+    return e
+
+
 def latency_summary(per_variant, variants):
     out = {}
     for v in variants:
@@ -118,13 +158,49 @@ def latency_summary(per_variant, variants):
             'p50': ratio(out[variants[0]]['p50'], out[other]['p50']),
             'p99': ratio(out[variants[0]]['p99'], out[other]['p99']),
             'runs_p50': compare(per_variant.get(variants[0], []),
-                                per_variant.get(other, []), 'p50')}
+                                per_variant.get(other, []), 'p50'),
+            'effect': effect(paired_ratios(per_variant.get(variants[0], []),
+                                           per_variant.get(other, []),
+                                           'p50'))}
     if 'pristine' in variants and 'stock' in variants:
         out['build'] = {
             'p50': ratio(out['pristine']['p50'], out['stock']['p50']),
             'p99': ratio(out['pristine']['p99'], out['stock']['p99']),
             'runs_p50': compare(per_variant['pristine'],
-                                per_variant['stock'], 'p50')}
+                                per_variant['stock'], 'p50'),
+            'effect': effect(paired_ratios(per_variant['pristine'],
+                                           per_variant['stock'], 'p50'))}
+    return out
+
+
+def rate_summary(per_variant, variants):
+    """Device-only rates (higher is better): per side the median of the
+    runs' rates; ours against each side: ratio of the medians, paired
+    rounds (ours slower = a lower rate) and the per-round ratio with its
+    bootstrap interval."""
+    out = {}
+    for v in variants:
+        runs = per_variant.get(v, [])
+        ok = [r for r in runs if r.get('ok')]
+        rates = [r['per_s'] for r in ok]
+        loads = [r[k] for r in runs for k in ('load', 'load_end') if k in r]
+        out[v] = {'median': statistics.median(rates) if rates else None,
+                  'min': min(rates, default=None),
+                  'max': max(rates, default=None),
+                  'runs': len(runs), 'runs_ok': len(ok),
+                  'lost': sum(r.get('lost', 0) for r in runs),
+                  'load_min': min(loads, default=None),
+                  'load_max': max(loads, default=None)}
+    out['vs'] = {}
+    pairs = [(variants[0], o) for o in variants[1:]]
+    if 'pristine' in variants and 'stock' in variants:
+        pairs.append(('pristine', 'stock'))
+    for a, b in pairs:
+        ra, rb = per_variant.get(a, []), per_variant.get(b, [])
+        out['vs'][b if a == variants[0] else 'build'] = {
+            'ratio': ratio(out[a]['median'], out[b]['median']),
+            'runs': compare(ra, rb, 'per_s', True),
+            'effect': effect(paired_ratios(ra, rb, 'per_s'))}
     return out
 
 
@@ -146,6 +222,8 @@ def bandwidth_summary(bw, variants):
             runs = [dict(r, ok=True) for r in bw.get(variants[0], [])]
             oth = [dict(r, ok=True) for r in bw.get(other, [])]
             out['vs'][other]['runs_' + k] = compare(runs, oth, k, True)
+            out['vs'][other]['effect_' + k] = effect(
+                paired_ratios(runs, oth, k))
     return out
 
 
@@ -185,7 +263,8 @@ def summarize(res):
     variants = variants_of(res)
     summ = {k: res.get(k) for k in ('date', 'machine', 'load_start',
                                     'load_end', 'duration_s', 'accel',
-                                    'settings', 'binaries', 'source')}
+                                    'settings', 'binaries', 'source',
+                                    'load_over_limit')}
     summ['variants'] = variants
     if res.get('doorbell'):
         summ['doorbell'] = {t: latency_summary(r, variants)
@@ -194,6 +273,10 @@ def summarize(res):
         summ['polling'] = latency_summary(res['polling'], variants)
     if res.get('bandwidth'):
         summ['bandwidth'] = bandwidth_summary(res['bandwidth'], variants)
+    for k in ('flood', 'deliver'):
+        if res.get(k):
+            summ[k] = {t: rate_summary(r, variants)
+                       for t, r in res[k].items()}
     if res.get('join'):
         summ['servers'] = servers_of(res)
         summ['join'] = join_summary(res['join'], summ['servers'])
@@ -234,14 +317,76 @@ def fmt_p(p):
 
 
 def runs_text(c, what='slower'):
-    """'ours slower in 7 of 12 runs (p 0.77)'."""
+    """'ours slower in 7 of 12 runs, faster in 4, tied in 1 (p 0.55)'."""
     if not c or not c['pairs']:
         return 'no paired runs'
-    t = '%s in %d of %d runs' % (what, c['worse'], c['pairs'])
-    if c['tied']:
-        t += ' (%d tied)' % c['tied']
+    t = '%s in %d of %d runs, faster in %d, tied in %d' % (
+        what, c['worse'], c['pairs'], c['better'], c['tied'])
     p = fmt_p(c['p'])
     return t + ', sign test p %s%s' % ('' if p[0] == '<' else '= ', p)
+
+
+def effect_text(e):
+    """'1.08 (0.95-1.20)': median per-round ratio, 95 % bootstrap CI;
+    an interval wider than +-10 % is marked with its half-width."""
+    if not e:
+        return '-'
+    t = '%s (%s-%s)' % (fmt(e['median'], 2), fmt(e['lo'], 2),
+                        fmt(e['hi'], 2))
+    if e['runs_for_target']:
+        t += ' ±%.0f %%' % (100 * e['half_width'])
+    return t
+
+
+def wide_notes(items):
+    """The comparisons whose interval is wider than +-10 %, in words."""
+    out = []
+    for label, e in items:
+        if e and e['runs_for_target']:
+            out.append('- %s: per-round ratio %s, 95 %% interval %s-%s '
+                       '(±%.0f %%, %d rounds) is wider than ±%.0f %%: about '
+                       '%d rounds would narrow it to ±%.0f %%.' % (
+                           label, fmt(e['median'], 2), fmt(e['lo'], 2),
+                           fmt(e['hi'], 2), 100 * e['half_width'], e['n'],
+                           100 * TARGET, e['runs_for_target'],
+                           100 * TARGET))
+    return out
+
+
+def rate(v):
+    """A rate a second: 1234567 -> '1.23 M/s'."""
+    if v is None:
+        return '-'
+    for div, unit in ((1e6, 'M'), (1e3, 'k')):
+        if v >= div:
+            return '%.3g %s/s' % (v / div, unit)
+    return '%.3g /s' % v
+
+
+def rate_cell(d):
+    """A side's median rate, and how many of its runs failed if any."""
+    t = rate(d['median'])
+    if d['runs_ok'] < d['runs']:
+        t += ' (%d of %d runs FAILED)' % (d['runs'] - d['runs_ok'],
+                                         d['runs'])
+    return t
+
+
+RATE_NAMES = {
+    'flood': 'doorbell writes a second, guest into a host peer that never '
+             'reads',
+    'deliver': 'vector deliveries a second, host peer into a guest',
+}
+
+
+def load_text(summ):
+    t = '1-minute load average %.2f at start, %.2f at end' % (
+        summ.get('load_start') or 0, summ.get('load_end') or 0)
+    if summ.get('load_over_limit'):
+        t += (' (**started above the load limit of %g: the machine was '
+              'busy, these figures measure other work too**)'
+              % summ['settings'].get('max_load', 0))
+    return t
 
 
 def verdict(c):
@@ -265,9 +410,9 @@ def header(summ):
                       for v in summ['variants'])
     return [
         'Machine: %s, %d CPUs, %s GiB, Linux %s, shared with other work '
-        '(1-minute load average %.1f at start, %.1f at end; every run '
-        'records its own); %d s in all. Guests under %s. Source: commit '
-        '`%s`, series/ as of `%s`%s. Sides: %s. Ours is the series; pristine is QEMU 10.0.2 '
+        '(%s; every run records its own); %d s in all. Guests under %s. '
+        'Source and harness: commit `%s`%s, series/ as of `%s`%s. Sides: '
+        '%s. Ours is the series; pristine is QEMU 10.0.2 '
         'without it, built with exactly our configure flags (so ours/'
         'pristine is the device, not the build); stock is Debian\'s '
         'qemu-system-x86 binary. Debian ships no ivshmem-server: stock '
@@ -275,9 +420,11 @@ def header(summ):
         'pristine. %d interleaved runs per configuration (every order of '
         'the sides in turn), %d doorbell and %d polling round trips a run.'
         % (m['cpu'], m['cpus'], m['mem_gib'], m['kernel'],
-           summ['load_start'] or 0, summ['load_end'] or 0,
+           load_text(summ),
            summ['duration_s'] or 0, (summ.get('accel') or '-').upper(),
            src.get('commit', '?')[:12],
+           ' (with uncommitted changes in the harness)'
+           if src.get('harness_dirty') else '',
            src.get('series_commit', '?')[:12] + ' ("' +
            src.get('series_commit', '? ?').split(' ', 1)[-1] + '")',
            ' (with uncommitted changes in series/)'
@@ -315,19 +462,78 @@ def latency_section(summ):
               'a count would be if neither side were faster (p < %.2f: a '
               'consistent difference; otherwise it is within the '
               'run-to-run noise).' % ALPHA, '',
-              '| scenario | comparison | p50 ratio | p99 ratio | run medians '
-              '| verdict |', '|---|---|---:|---:|---|---|']
+              '| scenario | comparison | p50 ratio | p99 ratio | per-round '
+              'ratio of run p50s: median (95 % CI) | run medians '
+              '| verdict |', '|---|---|---:|---:|---:|---|---|']
+    wide = []
     for t, s in rows:
         comps = [('ours/' + o, s['vs'][o]) for o in variants[1:]]
         if 'build' in s:
             comps.append(('pristine/stock (build only)', s['build']))
         for label, c in comps:
             who = label.split('/')[0]
-            lines.append('| %s | %s | %s | %s | %s | %s |' % (
+            lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
                 name[t], label, fmt(c['p50'], 2), fmt(c['p99'], 2),
+                effect_text(c.get('effect')),
                 runs_text(c['runs_p50'], who + ' slower'),
                 verdict(c['runs_p50'])))
+            wide.append(('%s, %s' % (name[t], label), c.get('effect')))
     lines.append('')
+    lines += intervals_text(wide)
+    return lines
+
+
+def intervals_text(wide):
+    notes = wide_notes(wide)
+    if not notes:
+        return []
+    return ['Per-round ratio: the ratio of the two sides in each '
+            'interleaved round, its median and a 95 %% bootstrap interval '
+            '(rounds resampled, %d times); the rounds needed assume the '
+            'width shrinks as 1/sqrt(rounds). Intervals wider than ±%.0f %%:'
+            % (BOOT, 100 * TARGET), ''] + notes + ['']
+
+
+def rate_section(summ):
+    variants = summ['variants']
+    lines = ['## Device-only rates (median of runs)', '',
+             '`flood`: guest A rings a host peer (bench/vector-peer.c) in '
+             'a tight loop for %g s through the driver; the peer never '
+             'reads while it runs, then counts what arrived (lost = written '
+             'but not arrived). `deliver`: the host peer writes guest A\'s '
+             'vector 0 eventfd as fast as it can for %g s while the guest '
+             'counts the interrupts its driver took (writes coalesce: the '
+             'rate is what device and guest can take). Higher is better; '
+             '"slower" means a lower rate.'
+             % (summ['settings'].get('rate_seconds', 0),
+                summ['settings'].get('rate_seconds', 0)), '',
+             '| scenario | configuration | ' +
+             ' | '.join(SIDE_NAMES.get(v, v) for v in variants) +
+             ' | comparison | ratio of medians | per-round ratio: median '
+             '(95 % CI) | paired runs | verdict | writes lost |',
+             '|---|---|' + '---:|' * len(variants) + '---|---:|---:|---|---|---:|']
+    wide = []
+    for k in ('flood', 'deliver'):
+        for t, s in (summ.get(k) or {}).items():
+            comps = [('ours/' + o, s['vs'][o]) for o in variants[1:]]
+            if 'build' in s['vs']:
+                comps.append(('pristine/stock (build only)', s['vs']['build']))
+            for i, (label, c) in enumerate(comps):
+                cells = [k, CONFIG_NAMES.get(t, t)]
+                cells += ([rate_cell(s[v]) for v in variants] if i == 0
+                          else [''] * len(variants))
+                cells += [label, fmt(c['ratio'], 2),
+                          effect_text(c['effect']),
+                          runs_text(c['runs'], label.split('/')[0] +
+                                    ' slower'),
+                          verdict(c['runs']),
+                          ', '.join('%d' % s[v]['lost'] for v in variants)
+                          if i == 0 and k == 'flood' else '']
+                lines.append('| ' + ' | '.join(cells) + ' |')
+                wide.append(('%s, %s, %s' % (k, CONFIG_NAMES.get(t, t),
+                                             label), c['effect']))
+    lines.append('')
+    lines += intervals_text(wide)
     return lines
 
 
@@ -335,7 +541,7 @@ def per_run_section(res, summ):
     variants = summ['variants']
     lines = ['## Every run', '',
              'Per-run p50 / p99 in µs and the 1-minute load average when '
-             'the run started.', '',
+             'the run started (and ended, where recorded).', '',
              '| scenario | run | ' + ' | '.join(
                  '%s p50 / p99 (load)' % v for v in variants) + ' |',
              '|---|---:|' + '---:|' * len(variants)]
@@ -354,12 +560,43 @@ def per_run_section(res, summ):
                 elif not r[0].get('ok'):
                     cells.append('FAILED (lost %d)' % r[0].get('lost', 0))
                 else:
-                    cells.append('%s / %s (%s)' % (
+                    cells.append('%s / %s (%s%s)' % (
                         us(r[0]['p50']), us(r[0]['p99']),
-                        fmt(r[0].get('load'))))
+                        fmt(r[0].get('load')),
+                        ' to ' + fmt(r[0]['load_end'])
+                        if 'load_end' in r[0] else ''))
             lines.append('| %s | %d | %s |' % (
                 CONFIG_NAMES.get(t, t), rep, ' | '.join(cells)))
     lines.append('')
+    rates = [(k, t, per) for k in ('flood', 'deliver')
+             for t, per in (res.get(k) or {}).items()]
+    if rates:
+        lines += ['Device-only rates of every run (load average at its '
+                  'start and end):', '',
+                  '| scenario | configuration | run | ' +
+                  ' | '.join(variants) + ' |',
+                  '|---|---|---:|' + '---:|' * len(variants)]
+    for k, t, per in rates:
+        reps = sorted({r['rep'] for v in variants for r in per.get(v, [])
+                       if 'rep' in r})
+        for rep in reps:
+            cells = []
+            for v in variants:
+                r = [x for x in per.get(v, []) if x.get('rep') == rep]
+                if not r:
+                    cells.append('-')
+                elif not r[0].get('ok'):
+                    cells.append('FAILED%s' % (
+                        ' (lost %d)' % r[0]['lost'] if r[0].get('lost')
+                        else ''))
+                else:
+                    cells.append('%s (%s to %s)' % (
+                        rate(r[0]['per_s']), fmt(r[0].get('load')),
+                        fmt(r[0].get('load_end'))))
+            lines.append('| %s | %s | %d | %s |' % (
+                k, CONFIG_NAMES.get(t, t), rep, ' | '.join(cells)))
+    if rates:
+        lines.append('')
     return lines
 
 
@@ -377,7 +614,10 @@ def bandwidth_section(summ):
                      ('read_MBps', 'read back from BAR2')):
         lines.append('| %s | %s | %s | %s |' % (
             label, ' | '.join(fmt(bw[v][k], 0) for v in variants),
-            ' | '.join(fmt(bw['vs'][o][k], 2) for o in variants[1:]),
+            ' | '.join('%s; per round %s' % (
+                fmt(bw['vs'][o][k], 2),
+                effect_text(bw['vs'][o].get('effect_' + k)))
+                for o in variants[1:]),
             ' | '.join(runs_text(bw['vs'][o]['runs_' + k], 'slower')
                        for o in variants[1:])))
     lines.append('| data verified by the peer (runs) | %s |%s' % (
@@ -459,13 +699,16 @@ def markdown(res, summ):
     lines += header(summ)
     if summ.get('doorbell') or summ.get('polling'):
         lines += latency_section(summ)
+    if summ.get('flood') or summ.get('deliver'):
+        lines += rate_section(summ)
     if summ.get('bandwidth'):
         lines += bandwidth_section(summ)
     if summ.get('join'):
         lines += join_section(summ)
     if summ.get('host_floor'):
         lines += host_section(summ)
-    if res.get('doorbell') or res.get('polling'):
+    if res.get('doorbell') or res.get('polling') or res.get('flood') or \
+            res.get('deliver'):
         lines += per_run_section(res, summ)
     return '\n'.join(lines)
 
@@ -477,35 +720,61 @@ def readme_table(summ, json_rel):
     variants = summ['variants']
     others = variants[1:]
     cols = ['metric'] + [SIDE_NAMES.get(v, v) for v in variants] + \
-        ['ours/%s' % o for o in others] + \
-        ['runs where ours was slower than %s (sign test p)' % o
+        ['ours/%s: ratio; per round, median (95 %% CI)' % o
+         for o in others] + \
+        ['rounds ours slower / faster / tied than %s (sign test p)' % o
          for o in others]
     lines = ['| ' + ' | '.join(cols) + ' |',
              '| --- |' + ' ---: |' * (2 * len(variants) - 1) +
              ' --- |' * len(others)]
+    wide = []
+    ntests = 0
 
     def runs_cell(c):
         if not c or not c['pairs']:
             return '-'
-        return '%d of %d (%s)' % (c['worse'], c['pairs'], fmt_p(c['p']))
+        return '%d / %d / %d (%s)' % (c['worse'], c['better'], c['tied'],
+                                      fmt_p(c['p']))
+
+    def lat_row(label, s):
+        cells = [label]
+        cells += ['%s / %s µs' % (us(s[v]['p50']), us(s[v]['p99']))
+                  for v in variants]
+        cells += ['%s / %s; %s' % (fmt(s['vs'][o]['p50'], 2),
+                                   fmt(s['vs'][o]['p99'], 2),
+                                   effect_text(s['vs'][o].get('effect')))
+                  for o in others]
+        cells += [runs_cell(s['vs'][o]['runs_p50']) for o in others]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+        for o in others:
+            wide.append(('%s, ours/%s' % (label, o),
+                         s['vs'][o].get('effect')))
 
     lat = list((summ.get('doorbell') or {}).items())
     for t, s in lat:
-        cells = ['doorbell round trip p50 / p99, ' + CONFIG_NAMES.get(t, t)]
-        cells += ['%s / %s µs' % (us(s[v]['p50']), us(s[v]['p99']))
-                  for v in variants]
-        cells += ['%s / %s' % (fmt(s['vs'][o]['p50'], 2),
-                               fmt(s['vs'][o]['p99'], 2)) for o in others]
-        cells += [runs_cell(s['vs'][o]['runs_p50']) for o in others]
-        lines.append('| ' + ' | '.join(cells) + ' |')
+        lat_row('doorbell round trip p50 / p99, ' + CONFIG_NAMES.get(t, t),
+                s)
     if summ.get('polling'):
-        s = summ['polling']
-        cells = ['shared-memory polling round trip p50 / p99']
-        cells += ['%s / %s µs' % (us(s[v]['p50']), us(s[v]['p99']))
+        lat_row('shared-memory polling round trip p50 / p99',
+                summ['polling'])
+    for k in ('flood', 'deliver'):
+        for t, s in (summ.get(k) or {}).items():
+            label = '%s (%s), %s' % (RATE_NAMES[k], k,
+                                     CONFIG_NAMES.get(t, t))
+            cells = [label] + [rate_cell(s[v]) for v in variants]
+            cells += ['%s; %s' % (fmt(s['vs'][o]['ratio'], 2),
+                                  effect_text(s['vs'][o]['effect']))
+                      for o in others]
+            cells += [runs_cell(s['vs'][o]['runs']) for o in others]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+            for o in others:
+                wide.append(('%s, ours/%s' % (label, o),
+                             s['vs'][o]['effect']))
+    if summ.get('flood'):
+        cells = ['doorbell writes lost (flood, all configurations)']
+        cells += ['%d' % sum(s[v]['lost'] for s in summ['flood'].values())
                   for v in variants]
-        cells += ['%s / %s' % (fmt(s['vs'][o]['p50'], 2),
-                               fmt(s['vs'][o]['p99'], 2)) for o in others]
-        cells += [runs_cell(s['vs'][o]['runs_p50']) for o in others]
+        cells += [''] * (2 * len(others))
         lines.append('| ' + ' | '.join(cells) + ' |')
     if lat:
         cells = ['lost doorbells (all configurations, %d round trips a side)'
@@ -519,11 +788,20 @@ def readme_table(summ, json_rel):
         cells += ['%s / %s MB/s' % (fmt(bw[v]['write_MBps'], 0),
                                     fmt(bw[v]['read_MBps'], 0))
                   for v in variants]
-        cells += ['%s / %s' % (fmt(bw['vs'][o]['write_MBps'], 2),
-                               fmt(bw['vs'][o]['read_MBps'], 2))
-                  for o in others]
-        cells += ['%s / %s' % (runs_cell(bw['vs'][o]['runs_write_MBps']),
-                               runs_cell(bw['vs'][o]['runs_read_MBps']))
+        cells += ['%s / %s; write %s, read %s' % (
+            fmt(bw['vs'][o]['write_MBps'], 2),
+            fmt(bw['vs'][o]['read_MBps'], 2),
+            effect_text(bw['vs'][o].get('effect_write_MBps')),
+            effect_text(bw['vs'][o].get('effect_read_MBps')))
+            for o in others]
+        for o in others:
+            for k in ('write', 'read'):
+                wide.append(('guest memcpy %s BAR2, ours/%s'
+                             % ('into' if k == 'write' else 'out of', o),
+                             bw['vs'][o].get('effect_%s_MBps' % k)))
+        cells += ['write %s; read %s'
+                  % (runs_cell(bw['vs'][o]['runs_write_MBps']),
+                     runs_cell(bw['vs'][o]['runs_read_MBps']))
                   for o in others]
         lines.append('| ' + ' | '.join(cells) + ' |')
     if summ.get('join'):
@@ -564,32 +842,55 @@ def readme_table(summ, json_rel):
     lines.append('')
     # What the paired runs support, in words generated from the data.
     notes = []
-    for t, s in lat + ([('polling', summ['polling'])]
-                       if summ.get('polling') else []):
-        what = ('polling' if t == 'polling'
-                else CONFIG_NAMES.get(t, t))
+    sets = [(CONFIG_NAMES.get(t, t), s['vs'], 'runs_p50') for t, s in lat]
+    if summ.get('polling'):
+        sets.append(('polling', summ['polling']['vs'], 'runs_p50'))
+        sets[-1][1]['build'] = summ['polling'].get('build')
+    for t, s in lat:
+        if 'build' in s:
+            s['vs']['build'] = s['build']
+    for k in ('flood', 'deliver'):
+        for t, s in (summ.get(k) or {}).items():
+            sets.append(('%s, %s' % (k, CONFIG_NAMES.get(t, t)), s['vs'],
+                         'runs'))
+    for what, vs, key in sets:
         parts = []
         for o in others:
-            c = s['vs'][o]['runs_p50']
-            parts.append('ours vs %s: %s' % (o, verdict(c)))
-        if 'build' in s:
+            ntests += 1
+            parts.append('ours vs %s: %s' % (o, verdict(vs[o][key])))
+        if vs.get('build'):
+            ntests += 1
             parts.append('pristine vs stock: %s'
-                         % verdict(s['build']['runs_p50']))
+                         % verdict(vs['build'][key]))
         notes.append('- %s: %s.' % (what, '; '.join(parts)))
+    if summ.get('bandwidth'):
+        ntests += 2 * len(others)       # write and read, in the table
     st = summ['settings']
+    src = summ.get('source') or {}
     loads = [s[v][k] for _, s in lat for v in variants
              for k in ('load_min', 'load_max') if s[v][k] is not None]
     lines.append(
         'Generated by `bench/report.py` from [%s](%s) (%d interleaved runs '
         'per configuration, %d round trips a run, TCG guests, series/ as of '
-        'commit `%s`, '
-        '1-minute load average %s-%s during the runs). p50/p99 are pooled '
-        'over every round trip; per run, ours against each side (sign test, '
-        'p < %.2f counts as a consistent difference):\n\n%s'
+        'commit `%s`, harness commit `%s`%s; %s, %s-%s during the runs). p50/p99 are pooled over every round trip; '
+        'the per-round ratio is the median of ours/other over the '
+        'interleaved rounds with a 95 %% bootstrap interval (±N %%: wider '
+        'than ±%.0f %%). Per round, ours against each side (sign test, '
+        'p < %.2f counts as a consistent difference; %d such tests, '
+        'uncorrected, so about %.1f would pass by chance alone):\n\n%s'
         % (json_rel, json_rel, st['reps'], st['doorbell_count'],
-           (summ.get('source') or {}).get('series_commit', '?')[:12],
+           src.get('series_commit', '?')[:12],
+           src.get('harness_commit', '?')[:12],
+           ' with uncommitted harness changes'
+           if src.get('harness_dirty') else '', load_text(summ),
            fmt(min(loads) if loads else None),
-           fmt(max(loads) if loads else None), ALPHA, '\n'.join(notes)))
+           fmt(max(loads) if loads else None), 100 * TARGET, ALPHA,
+           ntests, ntests * ALPHA, '\n'.join(notes)))
+    w = wide_notes(wide)
+    if w:
+        lines += ['', 'Intervals wider than ±%.0f %% (the rounds needed '
+                  'assume the width shrinks as 1/sqrt(rounds)):'
+                  % (100 * TARGET), ''] + w
     return '\n'.join(lines)
 
 
@@ -609,6 +910,113 @@ def replace_block(path, name, text, check):
         return
     with open(path, 'w') as f:
         f.write(new)
+
+
+# ---------------------------------------------------------------------------
+# Staleness: the run README.md quotes must have measured the tree's device
+# and server, with a harness commit that is in the repository.
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEASURED = ['series/files/hw/misc/ivshmem.c',
+            'series/files/contrib/ivshmem-server',
+            'series/files/util/ivshmem-proto.c',
+            'series/files/include/qemu/ivshmem-proto.h']
+HARNESS = ['bench', 'e2e/ivshmem_e2e.py', 'guest/tool/ivshmem-guest.c',
+           'guest/driver', 'guest/image.sh']
+
+
+def git(*args, check=True):
+    return subprocess.run(['git', '-C', TOP] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          check=check).stdout.decode()
+
+
+def blobs(paths):
+    """{path: git blob hash of the file as it is in the work tree} for
+    every file under PATHS (what is built is what is measured)."""
+    files = []
+    for p in paths:
+        full = os.path.join(TOP, p)
+        if os.path.isdir(full):
+            for d, _, names in os.walk(full):
+                files += [os.path.relpath(os.path.join(d, n), TOP)
+                          for n in names]
+        elif os.path.exists(full):
+            files.append(p)
+    files = sorted(f for f in files if '/results/' not in f and
+                   '__pycache__' not in f and
+                   not f.endswith(('.md', '.png')))
+    if not files:
+        return {}
+    return dict(zip(files, git('hash-object', '--', *files).split()))
+
+
+def readme_json(readme):
+    """The results JSON README.md's bench-table block names."""
+    doc = open(readme).read()
+    begin = '<!-- bench-table: begin'
+    if begin not in doc:
+        return None
+    block = doc.split(begin, 1)[1].split('<!-- bench-table: end', 1)[0]
+    for part in block.split('](')[1:]:
+        path = part.split(')', 1)[0]
+        if path.endswith('.json'):
+            return os.path.join(os.path.dirname(os.path.abspath(readme)),
+                                path)
+    return None
+
+
+def stale_problems(res):
+    """Why RES does not measure this tree (an empty list: it does)."""
+    src = res.get('source') or {}
+    rec = src.get('measured_blobs')
+    if not rec:
+        return ['it records no blob hashes of the device and server (a run '
+                'older than this check, series/ as of %s)'
+                % src.get('series_commit', '?')[:12]]
+    out = []
+    if (res.get('settings') or {}).get('quick'):
+        out.append('it is a BENCH_QUICK=1 smoke run, not a full one')
+    now = blobs(MEASURED)
+    for f in sorted(set(rec) | set(now)):
+        if f not in now:
+            out.append('%s was measured but is gone from the tree' % f)
+        elif f not in rec:
+            out.append('%s is in the tree but was not measured' % f)
+        elif rec[f] != now[f]:
+            out.append('%s changed since the run (blob %s measured, %s in '
+                       'the tree)' % (f, rec[f][:12], now[f][:12]))
+    hc = src.get('harness_commit')
+    if not hc:
+        out.append('it records no harness commit')
+    elif subprocess.run(['git', '-C', TOP, 'cat-file', '-e',
+                         hc + '^{commit}'], stderr=subprocess.DEVNULL
+                        ).returncode:
+        out.append('its harness commit %s is not in this repository'
+                   % hc[:12])
+    elif subprocess.run(['git', '-C', TOP, 'merge-base', '--is-ancestor',
+                         hc, 'HEAD'], stderr=subprocess.DEVNULL).returncode:
+        out.append('its harness commit %s is not in the history of HEAD '
+                   '(rebased away, or from another branch)' % hc[:12])
+    elif src.get('harness_dirty'):
+        out.append('it ran with uncommitted harness changes (commit %s)'
+                   % hc[:12])
+    if src.get('series_dirty'):
+        out.append('it ran with uncommitted changes in series/')
+    return out
+
+
+def stale_check(readme):
+    path = readme_json(readme)
+    if not path or not os.path.exists(path):
+        sys.exit('report: %s quotes no results JSON that exists (%s)'
+                 % (readme, path))
+    problems = stale_problems(json.load(open(path)))
+    if problems:
+        sys.exit('report: %s quotes %s, which is stale: %s. Re-run the '
+                 'benchmark on this tree (BENCH_SAVE=1 make bench, see '
+                 'bench/README.md).' % (readme, os.path.relpath(path, TOP),
+                                        '; '.join(problems)))
 
 
 # ---------------------------------------------------------------------------
@@ -758,6 +1166,9 @@ def main():
             check = True
         else:
             opts[a] = args.pop(0)
+    if '--stale-check' in opts:
+        stale_check(opts['--stale-check'])
+        return
     if '--breakdown' in opts:
         res = json.load(open(opts['--breakdown']))
         md = breakdown_markdown(res)

@@ -8,7 +8,12 @@
 # Debian's qemu-system-x86 10.0.2 binary, the user's reference (Debian ships
 # no ivshmem-server: it runs with the pristine one).
 #   BENCH_QUICK=1       a short run (one device configuration, 2 runs)
-#   BENCH_SCENARIOS=".." subset of: doorbell polling bandwidth join host
+#   BENCH_SCENARIOS=".." subset of: doorbell polling bandwidth flood
+#                       deliver join host
+#   BENCH_MAX_LOAD=N    refuse to start while the 1-minute load average is
+#                       at least N (default: the CPU count) after waiting
+#                       BENCH_WAIT_QUIET s (300); BENCH_FORCE=1 runs anyway
+#                       and the results say so
 #   BENCH_OUT=DIR       output directory (default out/bench/<UTC time>)
 #   BENCH_SAVE=1        also copy the results to bench/results/<date>.* and
 #                       regenerate README.md's table from that JSON
@@ -41,6 +46,7 @@ bin=$top/out/bench/bin
 mkdir -p "$bin"
 gcc -O2 -Wall -o "$bin/server-join" "$top/bench/server-join.c"
 gcc -O2 -Wall -o "$bin/host-floor" "$top/bench/host-floor.c"
+gcc -O2 -Wall -o "$bin/vector-peer" "$top/bench/vector-peer.c"
 ulimit -n "$(ulimit -Hn)"       # the same fd budget for both servers
 
 # Our QEMU runs from its build tree, which has no firmware (the build does
@@ -57,7 +63,8 @@ wrap qemu-stock "$stock_qemu"
 echo "bench: results in $out (load $(cut -d' ' -f1 /proc/loadavg))" >&2
 /usr/bin/python3 "$top/bench/bench.py" "$out" "$bin/qemu-ours" "$ours_server" \
     "$bin/qemu-pristine" "$pristine_server" "$bin/qemu-stock" \
-    "$pristine_server" "$bin/server-join" "$bin/host-floor"
+    "$pristine_server" "$bin/server-join" "$bin/host-floor" \
+    "$bin/vector-peer"
 /usr/bin/python3 "$top/bench/report.py" "$out"
 
 # The traced breakdown of a doorbell round trip (bench/BREAKDOWN.md).

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,6 +79,104 @@ class Pair:
             % (self.variant, self.a.boot_time, self.b.boot_time,
                self.a_id, self.b_id))
 
+    def start_peer(self, binary):
+        """A host peer (bench/vector-peer.c) on this pair's server: the
+        peer guest A floods without it ever reading, and the flooder of
+        guest A's vector 0."""
+        self.peer = subprocess.Popen([binary, self.server.sock],
+                                     stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
+                                     universal_newlines=True, bufsize=1)
+        line = self.peer.stdout.readline()
+        m = re.match(r'peer: id=(\d+)', line)
+        if not m:
+            raise e2e.E2EError('%s: vector-peer did not join: %r'
+                               % (self.variant, line))
+        self.peer_id = int(m.group(1))
+
+    def stop_peer(self):
+        if getattr(self, 'peer', None):
+            try:
+                self.peer.stdin.close()
+            except OSError:             # it died: nothing to flush
+                pass
+            try:
+                self.peer.wait(10)
+            except subprocess.TimeoutExpired:
+                self.peer.kill()
+                self.peer.wait()
+            self.peer = None
+
+    def _peer(self, cmd, timeout):
+        """One vector-peer command and its one-line answer (the peer is
+        killed if it does not answer within TIMEOUT s)."""
+        if self.peer.poll() is not None:
+            raise e2e.E2EError('%s: vector-peer exited (%d)'
+                               % (self.variant, self.peer.returncode))
+        timer = threading.Timer(timeout, self.peer.kill)
+        timer.start()
+        try:
+            self.peer.stdin.write(cmd + '\n')
+            self.peer.stdin.flush()
+            line = self.peer.stdout.readline()
+        except OSError as ex:
+            line = 'error: %s' % ex
+        finally:
+            timer.cancel()
+        if not line or line.startswith('error'):
+            raise e2e.E2EError('%s: vector-peer `%s`: %r'
+                               % (self.variant, cmd, line))
+        return line
+
+    def flood(self, seconds):
+        """Doorbell writes a second from guest A into the host peer,
+        which never reads while they come; afterwards it counts what
+        arrived (every write must)."""
+        try:
+            self._peer('drain', 10)
+            rc, out = self.a.run('ivshmem-guest flood %d 0 %g'
+                                 % (self.peer_id, seconds),
+                                 timeout=60 + 4 * seconds, check=False)
+            got = int(re.search(r'received=(\d+)',
+                                self._peer('drain', 10)).group(1))
+        except e2e.E2EError as ex:      # a dead peer: the run fails alone
+            log('flood failed: %s' % ex)
+            return {'ok': False, 'error': str(ex)[-200:]}
+        m = re.search(r'flood: writes=(\d+) seconds=([0-9.]+)', out)
+        if rc or not m:
+            log('flood failed (%d): %s' % (rc, out[-300:]))
+            return {'ok': False, 'error': out[-200:], 'received': got}
+        writes, secs = int(m.group(1)), float(m.group(2))
+        return {'ok': got == writes, 'writes': writes, 'seconds': secs,
+                'received': got, 'lost': writes - got,
+                'per_s': writes / secs}
+
+    def deliver(self, seconds):
+        """Vector deliveries a second into guest A: the host peer writes
+        A's vector 0 eventfd as fast as it can for SECONDS while A counts
+        the interrupts its driver saw (writes coalesce: the rate is what
+        the device and the guest can take)."""
+        a = self.a
+        a.start('ivshmem-guest count 0 %d' % (seconds + 10))
+        a.expect(rb'count: ready', 60)
+        try:
+            line = self._peer('flood %d 0 %g' % (self.a_id, seconds),
+                              30 + 2 * seconds)
+        except e2e.E2EError as ex:      # a dead peer: the run fails alone
+            line = str(ex)
+        rc, out = a.finish(90 + seconds)
+        h = re.search(r'flood: writes=(\d+) seconds=([0-9.]+)', line)
+        m = re.search(r'count: deliveries=(\d+) reads=(\d+) '
+                      r'span_s=([0-9.]+)', out)
+        if rc or not m or not h:
+            log('deliver failed (%d): %s %s' % (rc, line, out[-300:]))
+            return {'ok': False, 'error': (line + out)[-200:]}
+        secs = float(h.group(2))
+        n = int(m.group(1))
+        return {'ok': n > 0, 'deliveries': n, 'reads': int(m.group(2)),
+                'span_s': float(m.group(3)), 'host_writes': int(h.group(1)),
+                'seconds': secs, 'per_s': n / secs}
+
     def doorbell(self, count, raw_path):
         """Doorbell ping-pong; returns the run's summary."""
         a, b = self.a, self.b
@@ -131,51 +230,72 @@ class Pair:
 
 
 def guest_config(binaries, vectors, ioeventfd, reps, count, outdir,
-                 extras=None, image=None):
+                 extras=None, image=None, doorbell=True, peer_bin=None):
     """One device configuration: doorbell runs (and EXTRAS) per variant.
 
-    EXTRAS: {'polling': COUNT, 'bandwidth': MIB} to run those as well.
+    EXTRAS: {'polling': COUNT, 'bandwidth': MIB, 'flood': SECONDS,
+    'deliver': SECONDS} to run those as well (flood and deliver need
+    PEER_BIN, bench/vector-peer.c).  Every run records the 1-minute load
+    average before and after it.
     """
     extras = extras or {}
     tag = 'v%d-ioeventfd-%s' % (vectors, 'on' if ioeventfd else 'off')
-    res = {'doorbell': {v: [] for v in VARIANTS}}
-    if 'polling' in extras:
-        res['polling'] = {v: [] for v in VARIANTS}
-    if 'bandwidth' in extras:
-        res['bandwidth'] = {v: [] for v in VARIANTS}
+    res = {}
+    if doorbell:
+        res['doorbell'] = {v: [] for v in VARIANTS}
+    for k in ('polling', 'bandwidth', 'flood', 'deliver'):
+        if k in extras:
+            res[k] = {v: [] for v in VARIANTS}
     session = e2e.Session(accel=os.environ.get('E2E_ACCEL'), image=image)
+    pairs = {}
     try:
-        pairs = {v: Pair(session, v, binaries[v], vectors, ioeventfd)
-                 for v in VARIANTS}
+        for v in VARIANTS:
+            pairs[v] = Pair(session, v, binaries[v], vectors, ioeventfd)
+            if 'flood' in extras or 'deliver' in extras:
+                pairs[v].start_peer(peer_bin)
         for p in pairs.values():
             p.wait_ready()
         for rep in range(reps):
             for v in order(rep):
                 p = pairs[v]
-                before = load()
-                r = p.doorbell(count, os.path.join(
-                    outdir, 'doorbell-%s-%s-%d.dat' % (tag, v, rep)))
-                r.update(rep=rep, load=before)
-                res['doorbell'][v].append(r)
-                log('%s %s run %d doorbell: %s' % (tag, v, rep, brief(r)))
+                for k in ('flood', 'deliver'):
+                    if k not in extras:
+                        continue
+                    before = load()
+                    r = getattr(p, k)(extras[k])
+                    r.update(rep=rep, load=before, load_end=load())
+                    res[k][v].append(r)
+                    log('%s %s run %d %s: %s' % (
+                        tag, v, rep, k, '%.0f/s' % r['per_s']
+                        if r['ok'] else 'FAILED %s' % r))
+                if doorbell:
+                    before = load()
+                    r = p.doorbell(count, os.path.join(
+                        outdir, 'doorbell-%s-%s-%d.dat' % (tag, v, rep)))
+                    r.update(rep=rep, load=before, load_end=load())
+                    res['doorbell'][v].append(r)
+                    log('%s %s run %d doorbell: %s'
+                        % (tag, v, rep, brief(r)))
                 if 'polling' in extras:
                     before = load()
                     r = p.polling(extras['polling'], os.path.join(
                         outdir, 'polling-%s-%d.dat' % (v, rep)))
-                    r.update(rep=rep, load=before)
+                    r.update(rep=rep, load=before, load_end=load())
                     res['polling'][v].append(r)
                     log('%s run %d polling: %s' % (v, rep, brief(r)))
                 if 'bandwidth' in extras:
                     before = load()
                     r = p.bandwidth(extras['bandwidth'],
                                     1000 * rep + VARIANTS.index(v) + 1)
-                    r.update(rep=rep, load=before)
+                    r.update(rep=rep, load=before, load_end=load())
                     res['bandwidth'][v].append(r)
                     log('%s run %d bandwidth: %s' % (v, rep, r))
     except e2e.E2EError:
         session.dump_logs()
         raise
     finally:
+        for p in pairs.values():
+            p.stop_peer()
         session.close()
     return tag, res
 

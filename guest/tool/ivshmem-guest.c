@@ -967,6 +967,8 @@ static void usage(void)
           "  spin-ping COUNT | spin-pong COUNT   polling ping-pong\n"
           "  bandwidth [MIB [SEED]]       memcpy bandwidth to/from BAR2; with\n"
           "                               SEED, data for verify 0 CHUNK SEED\n"
+          "  flood PEER VECTOR SECONDS    ring a doorbell in a tight loop\n"
+          "  count VECTOR SECONDS         count a vector's interrupts\n"
           "  mapcheck                     try a private and a read-only map\n"
           "  rebind-wait VECTOR TIMEOUT_MS  a thread blocks in read() on\n"
           "                               vector 0, then its file is bound\n"
@@ -993,6 +995,79 @@ static unsigned long num(const char *s)
         die("not a number: %s", s);
     }
     return v;
+}
+
+/*
+ * make bench's device-only rates, self-contained:
+ *   flood PEER VECTOR SECONDS  ring PEER's VECTOR in a tight loop for
+ *                              SECONDS (the bench's peer never reads):
+ *                              "flood: writes=N seconds=S"
+ *   count VECTOR SECONDS       count the interrupts of VECTOR until none
+ *                              came for 1 s after the first, or SECONDS:
+ *                              "count: deliveries=N reads=R span_s=S"
+ */
+static int cmd_rate(Device *d, char **argv)
+{
+    bool flood = !strcmp(argv[0], "flood");
+    unsigned long vector = num(argv[flood ? 2 : 1]);
+    double seconds = strtod(argv[flood ? 3 : 2], NULL);
+    uint64_t t0, t, first = 0, last = 0, deliveries = 0, reads = 0;
+    unsigned i;
+
+    if (!(seconds > 0) || seconds > 3600) {
+        die("%s: SECONDS must be in (0, 3600]: %s", argv[0],
+            argv[flood ? 3 : 2]);
+    }
+    if (flood) {
+        unsigned long peer = num(argv[1]), writes = 0;
+
+        if (peer > 0xffff || vector > 0xffff) {
+            die("flood: PEER and VECTOR are 16-bit: %lu %lu", peer, vector);
+        }
+        t0 = now_ns();
+        do {
+            for (i = 0; i < 64; i++) {
+                ring(d, peer, vector);
+            }
+            writes += 64;
+            t = now_ns();
+        } while (t - t0 < seconds * 1e9);
+        printf("flood: writes=%lu seconds=%.6f\n", writes, (t - t0) / 1e9);
+        return 0;
+    }
+    if (d->mode != MODE_DRIVER || vector >= d->nvectors) {
+        die("count: needs the driver and a vector below %u", d->nvectors);
+    }
+    printf("count: ready id=%u\n", peer_id(d));
+    t0 = now_ns();
+    for (;;) {
+        struct pollfd pfd = { .fd = d->vector_fd[vector], .events = POLLIN };
+        uint32_t n;
+        int r = poll(&pfd, 1, 100);
+
+        t = now_ns();
+        if (r < 0 && errno != EINTR) {
+            die("poll: %s", strerror(errno));
+        }
+        if (r > 0) {
+            if (pfd.revents & (POLLERR | POLLHUP)) {
+                die("%s: device gone", d->path);
+            }
+            if (read(pfd.fd, &n, sizeof(n)) != sizeof(n)) {
+                die("read: %s", strerror(errno));
+            }
+            deliveries += n;
+            reads++;
+            first = first ? first : t;
+            last = t;
+        }
+        if ((first && t - last > 1000000000ull) || t - t0 > seconds * 1e9) {
+            break;
+        }
+    }
+    printf("count: deliveries=%" PRIu64 " reads=%" PRIu64 " span_s=%.6f\n",
+           deliveries, reads, first ? (last - first) / 1e9 : 0.0);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -1064,6 +1139,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "hold") && argc == 5) {
         return cmd_hold(&d, num(argv[1]), num(argv[2]), argv[3],
                         num(argv[4]));
+    } else if ((!strcmp(cmd, "flood") && argc == 4) ||
+               (!strcmp(cmd, "count") && argc == 3)) {
+        return cmd_rate(&d, argv);
     } else if (!strcmp(cmd, "bandwidth") && argc <= 3) {
         return cmd_bandwidth(&d, argc >= 2 ? num(argv[1]) : 64, argc == 3,
                              argc == 3 ? num(argv[2]) : 0);
