@@ -5,6 +5,8 @@ JSON under guest/results/ (the evidence the README's figures come from).
 
     guest/driver-results.py 6.1|6.12 [OUT.json]
     guest/driver-results.py --report FILE...   print the summary lines
+    guest/driver-results.py --from-tap TAP KERNEL OUT.json NOTE
+        record a run made elsewhere (e.g. a tree with the old driver)
 """
 
 import json
@@ -32,6 +34,30 @@ def parse_tap(text):
     return tests
 
 
+def summary(tests):
+    return {'total': len(tests),
+            'passed': sum(t['ok'] and not t['skip'] for t in tests),
+            'failed': sum(not t['ok'] for t in tests),
+            'skipped': sum(bool(t['skip']) for t in tests),
+            'tests': tests}
+
+
+def from_tap(tap_path, kernel, out, note):
+    with open(tap_path) as f:
+        tap = f.read()
+    image = re.search(r'# guest image (\S+), accelerator (\w+)', tap)
+    result = {'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+              'kernel': kernel, 'accel': image.group(2) if image else
+              'unknown', 'note': note,
+              'cases': re.findall(r'# (\S+) took', tap)}
+    result.update(summary(parse_tap(tap)))
+    with open(out, 'w') as f:
+        json.dump(result, f, indent=1)
+        f.write('\n')
+    print(report(out))
+    return 0
+
+
 def report(path):
     with open(path) as f:
         r = json.load(f)
@@ -42,6 +68,8 @@ def report(path):
 
 def main():
     args = sys.argv[1:]
+    if len(args) == 5 and args[0] == '--from-tap':
+        return from_tap(*args[1:])
     if args and args[0] == '--report':
         for path in args[1:]:
             print(report(path))
@@ -72,12 +100,8 @@ def main():
         'kernel': kpkg, 'accel': image.group(2) if image else 'unknown',
         'cases': CASES, 'exit': run.returncode,
         'seconds': round(time.time() - started, 1),
-        'total': len(tests),
-        'passed': sum(t['ok'] and not t['skip'] for t in tests),
-        'failed': sum(not t['ok'] for t in tests),
-        'skipped': sum(bool(t['skip']) for t in tests),
-        'tests': tests,
     }
+    result.update(summary(tests))
     with open(out, 'w') as f:
         json.dump(result, f, indent=1)
         f.write('\n')

@@ -1148,12 +1148,20 @@ static int cmd_gone(Device *d, const char *trigger, int timeout_ms)
     return 0;
 }
 
-/* One racer: LOOP until DEADLINE; returns the iterations done. */
-static unsigned long race_one(const char *path, int which, uint64_t deadline)
+/* What the racers saw, in memory shared by them. */
+typedef struct RaceStats {
+    unsigned long ops;              /* successful opens */
+    unsigned long open_failed;      /* no node, or ENODEV */
+    unsigned long gone;             /* ENODEV from ioctl, read or mmap */
+    unsigned long sigbus;           /* faults refused */
+} RaceStats;
+
+/* One racer: loop on PATH until DEADLINE, counting into ST. */
+static void race_one(const char *path, int which, uint64_t deadline,
+                     RaceStats *st)
 {
     struct sigaction sa = { .sa_handler = on_gone_sigbus };
     struct ivshmem_info info;
-    volatile unsigned long n = 0;
     uint32_t count;
 
     sigaction(SIGBUS, &sa, NULL);
@@ -1161,55 +1169,70 @@ static unsigned long race_one(const char *path, int which, uint64_t deadline)
         int fd = open(path, O_RDWR | (which == 2 ? O_NONBLOCK : 0));
         volatile uint8_t *p;
 
-        n++;
         if (fd < 0) {
+            __sync_fetch_and_add(&st->open_failed, 1);
             usleep(1000);
             continue;
         }
+        __sync_fetch_and_add(&st->ops, 1);
         if (which == 0) {
-            ioctl(fd, IVSHMEM_IOCTL_INFO, &info);
+            if (ioctl(fd, IVSHMEM_IOCTL_INFO, &info) < 0 &&
+                errno == ENODEV) {
+                __sync_fetch_and_add(&st->gone, 1);
+            }
         } else if (which == 1) {
             p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                      0);
-            if (p != MAP_FAILED) {
+            if (p == MAP_FAILED) {
+                __sync_fetch_and_add(&st->gone, errno == ENODEV);
+            } else {
                 if (!sigsetjmp(gone_jmp, 1)) {
                     unsigned i;
 
                     for (i = 0; i < 16; i++) {
                         p[i << 12] = p[i << 12];
                     }
+                } else {
+                    __sync_fetch_and_add(&st->sigbus, 1);
                 }
                 munmap((void *)p, 1 << 16);
             }
         } else {
             struct pollfd pfd = { .fd = fd, .events = POLLIN };
 
-            if (read(fd, &count, sizeof(count)) < 0 && errno == EAGAIN) {
-                poll(&pfd, 1, 2);
+            if (read(fd, &count, sizeof(count)) < 0) {
+                if (errno == ENODEV) {
+                    __sync_fetch_and_add(&st->gone, 1);
+                } else if (errno == EAGAIN) {
+                    poll(&pfd, 1, 2);
+                }
             }
         }
         close(fd);
     }
-    return n;
 }
 
 /*
  * Race open+INFO, open+mmap+fault and open+read+poll against removal:
  * three processes loop on PATH for MS milliseconds while the caller
- * takes the device away and brings it back.
+ * takes the device away and brings it back.  Prints what they saw.
  */
 static int cmd_race(const char *path, unsigned long ms)
 {
     uint64_t deadline = now_ns() + (uint64_t)ms * 1000000;
+    RaceStats *st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     pid_t pid[3];
     int i, status, failed = 0;
 
+    if (st == MAP_FAILED) {
+        die("mmap: %s", strerror(errno));
+    }
     for (i = 0; i < 3; i++) {
         pid[i] = fork();
         if (pid[i] == 0) {
-            unsigned long n = race_one(path, i, deadline);
-
-            _exit(n ? 0 : 1);
+            race_one(path, i, deadline, st);
+            _exit(0);
         }
     }
     for (i = 0; i < 3; i++) {
@@ -1218,7 +1241,9 @@ static int cmd_race(const char *path, unsigned long ms)
             failed++;
         }
     }
-    printf("race: %s\n", failed ? "a racer died" : "done");
+    printf("race: %s opens=%lu open_failed=%lu enodev=%lu sigbus=%lu\n",
+           failed ? "a racer died" : "done", st->ops, st->open_failed,
+           st->gone, st->sigbus);
     return failed ? 1 : 0;
 }
 
