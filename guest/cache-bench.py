@@ -52,8 +52,8 @@ def measure(s, size, rounds, mib):
                   'ivshmem.ko cache=%s' % mode)
             out = g.tool('bandwidth %d' % mib, 600)
             m = re.search(r'write_MBps=([0-9.]+) read_MBps=([0-9.]+)'
-                          r'.* cache=(\w+)', out)
-            if not m or m.group(3) != mode:
+                          r'.* cache=([\w-]+) requested=(\w+)', out)
+            if not m or m.group(4) != mode:
                 raise e2e.E2EError('unexpected output %r' % out)
             cfg['runs'][mode].append({'write_MBps': float(m.group(1)),
                                       'read_MBps': float(m.group(2))})

@@ -11,6 +11,9 @@
 #   GUEST_KABI   kernel ABI, e.g. 6.1.0-56-amd64 (default: the one of the
 #                linux-image-amd64 candidate, i.e. Debian 12's kernel);
 #                "backports": the newest in bookworm-backports (6.12)
+#   GUEST_KERNEL 6.1 (Debian 12's kernel) or 6.12 (bookworm-backports'):
+#                a shorthand for GUEST_KABI; each kernel gets its own
+#                cached image (the key holds the package versions)
 #   GUEST_BUILD_ONLY=1  only fetch the headers and build the driver (W=1,
 #                warnings fail); prints "KABI VERSION"; exit 3 when the
 #                kernel is not in the apt lists
@@ -29,6 +32,13 @@ candidate() {
 }
 
 kabi=${GUEST_KABI:-}
+case ${GUEST_KERNEL:-} in
+    '') ;;
+    6.1) [ -z "$kabi" ] || { log "set GUEST_KERNEL or GUEST_KABI, not both"; exit 1; } ;;
+    6.12) [ -z "$kabi" ] || { log "set GUEST_KERNEL or GUEST_KABI, not both"; exit 1; }
+          kabi=backports ;;
+    *) log "GUEST_KERNEL=$GUEST_KERNEL: use 6.1 or 6.12"; exit 1 ;;
+esac
 if [ -z "$kabi" ] || [ "$kabi" = backports ]; then
     if [ -z "$kabi" ]; then
         meta_ver=$(candidate linux-image-amd64)
@@ -127,6 +137,15 @@ if ! make -s -C "$kdir" M="$build" W=1 CONFIG_DEBUG_INFO_BTF_MODULES= modules \
     cat "$build/kbuild.log" >&2
     exit 1
 fi
+# The test-only variant without the zap on removal (e2e driver-zap).
+mkdir -p "$build/nozap"
+cp "$top"/guest/driver/* "$build/nozap/"
+if ! make -s -C "$kdir" M="$build/nozap" W=1 IVSHMEM_TEST_NO_ZAP=y \
+        CONFIG_DEBUG_INFO_BTF_MODULES= modules > "$build/nozap.log" 2>&1 ||
+        grep -q 'warning:' "$build/nozap.log"; then
+    cat "$build/nozap.log" >&2
+    exit 1
+fi
 if [ -n "${GUEST_BUILD_ONLY:-}" ]; then
     log "the driver builds against $kabi $kver without a warning"
     echo "$kabi $kver"
@@ -140,6 +159,7 @@ rd=$build/initramfs
 mods=$rd/lib/modules/$kabi
 mkdir -p "$rd"/{bin,dev,proc,sys,tmp} "$mods"
 strip --strip-debug "$build/ivshmem.ko"
+strip --strip-debug "$build/nozap/ivshmem.ko"
 cp "$root/bin/busybox" "$rd/bin/busybox"
 cp "$build/ivshmem-guest" "$rd/bin/"
 install -m 0755 "$top/guest/init" "$rd/init"
@@ -156,6 +176,7 @@ for m in uio uio_pci_generic; do
     fi
 done
 cp "$build/ivshmem.ko" "$mods/"
+cp "$build/nozap/ivshmem.ko" "$mods/ivshmem-nozap.ko"
 find "$rd" -exec touch -h -d @0 {} +
 rm -rf "$img.tmp"
 mkdir -p "$img.tmp"
@@ -187,7 +208,7 @@ printf '%s\n' "${pkgs[@]}" > "$img.tmp/packages"
 touch "$img.tmp/.done"
 rm -rf "$img"
 mv "$img.tmp" "$img"
-# Keep the three newest images.
-ls -dt "$cache"/image-* 2>/dev/null | tail -n +4 | xargs -r rm -rf
+# Keep the six newest images (two kernels, several trees).
+ls -dt "$cache"/image-* 2>/dev/null | tail -n +7 | xargs -r rm -rf
 log "image ready: $img"
 echo "$img"

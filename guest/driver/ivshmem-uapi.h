@@ -24,6 +24,9 @@
  *    fails with ENXIO.
  *  - The device is gone: POLLERR | POLLHUP; read() fails with ENODEV, and
  *    so do the ioctls.  The file stays valid until closed.
+ *  - The contract follows BIND: a poll(), epoll_wait() or read() waiting
+ *    on the file when another thread binds it to another vector waits
+ *    for the new vector from then on (epoll needs no new EPOLL_CTL_ADD).
  *
  * Growing the interface: ivshmem_info.version is IVSHMEM_UAPI_VERSION of
  * the driver.  New information takes over reserved fields (zero until
@@ -37,17 +40,27 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define IVSHMEM_UAPI_VERSION 1
+#define IVSHMEM_UAPI_VERSION 2    /* 2: cache_mode is the real type */
 
 /* ivshmem_info.irq_mode */
 #define IVSHMEM_IRQ_NONE  0     /* no interrupt available (plain device) */
 #define IVSHMEM_IRQ_INTX  1     /* legacy INTx, acked through IntrStatus */
 #define IVSHMEM_IRQ_MSIX  2     /* one MSI-X vector per doorbell vector */
 
-/* ivshmem_info.cache_mode: the memory type mmap() requests */
-#define IVSHMEM_CACHE_UC  1     /* uncached */
-#define IVSHMEM_CACHE_WC  2     /* write-combining */
-#define IVSHMEM_CACHE_WB  3     /* write-back (cached) */
+/*
+ * ivshmem_info.cache_mode: the memory type mappings of the region actually
+ * get (x86 PAT may downgrade the request: write-back where the firmware's
+ * MTRRs mark the range uncached becomes uncached-minus);
+ * ivshmem_info.cache_requested: what the driver asked for (module
+ * parameter cache=, UC, WC or WB).  Version 1 reported the request in
+ * cache_mode.
+ */
+#define IVSHMEM_CACHE_UC        1       /* uncached */
+#define IVSHMEM_CACHE_WC        2       /* write-combining */
+#define IVSHMEM_CACHE_WB        3       /* write-back (cached) */
+#define IVSHMEM_CACHE_UC_MINUS  4       /* uncached, MTRR may make it WC */
+#define IVSHMEM_CACHE_WT        5       /* write-through */
+#define IVSHMEM_CACHE_WP        6       /* write-protected */
 
 struct ivshmem_info {
 	__u32 version;          /* IVSHMEM_UAPI_VERSION of the driver */
@@ -57,13 +70,24 @@ struct ivshmem_info {
 	__u32 vectors;          /* interrupt vectors usable by read/poll */
 	__u32 irq_mode;         /* IVSHMEM_IRQ_* */
 	__u32 revision;         /* PCI revision ID */
-	__u32 cache_mode;       /* IVSHMEM_CACHE_* */
-	__u32 reserved[7];      /* zero */
+	__u32 cache_mode;       /* IVSHMEM_CACHE_*: the mappings' type */
+	__u32 cache_requested;  /* IVSHMEM_CACHE_*: the request (version 2) */
+	__u32 reserved[6];      /* zero */
 };
+
+/*
+ * The Doorbell register carries the vector in bits 0..15, but QEMU's
+ * ivshmem (10.0.2 and earlier) decodes only bits 0..7: vector 256 would
+ * ring vector 0.  The device has no capability announcing a wider field,
+ * so 8 bits is the contract: RING refuses a vector above
+ * IVSHMEM_RING_VECTOR_MAX with EINVAL.  A device that offers more would
+ * announce it through an IVSHMEM_INFO_F_* flag.
+ */
+#define IVSHMEM_RING_VECTOR_MAX 255
 
 struct ivshmem_ring {
 	__u16 peer;             /* destination peer ID */
-	__u16 vector;           /* destination vector */
+	__u16 vector;           /* destination vector, <= 255, see above */
 	__u32 flags;            /* must be zero */
 };
 
@@ -73,10 +97,16 @@ struct ivshmem_bind {
 };
 
 /*
- * 0xBA is free in Documentation/userspace-api/ioctl/ioctl-number.rst
- * (checked against 6.12); we use sequence numbers 0x00-0x0F.
+ * Type 0xD3, sequence numbers 0x00-0x0F: free in
+ * Documentation/userspace-api/ioctl/ioctl-number.rst of Linux 6.12.118
+ * (the newest kernel source Debian 12 ships, linux-source-6.12), and no
+ * uapi header of that tree uses type 0xD3.  Kernels after 6.12 were not
+ * checked.  Interface version 1 used 0xBA, which Linux 6.19 registers for
+ * uapi/linux/liveupdate.h (sequence numbers 0x00-0x0F); nothing outside
+ * this project used those numbers, as far as we know, so they are gone,
+ * not kept as aliases: they fail with ENOTTY.
  */
-#define IVSHMEM_IOCTL_MAGIC 0xBA
+#define IVSHMEM_IOCTL_MAGIC 0xD3
 #define IVSHMEM_IOCTL_INFO _IOR(IVSHMEM_IOCTL_MAGIC, 0x00, struct ivshmem_info)
 #define IVSHMEM_IOCTL_RING _IOW(IVSHMEM_IOCTL_MAGIC, 0x01, struct ivshmem_ring)
 #define IVSHMEM_IOCTL_BIND _IOW(IVSHMEM_IOCTL_MAGIC, 0x02, struct ivshmem_bind)

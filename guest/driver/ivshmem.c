@@ -55,9 +55,12 @@ module_param(cache, charp, 0444);
 MODULE_PARM_DESC(cache,
 		 "memory type of user mappings of the shared memory: wb (cached, default), wc (write-combining) or uc (uncached)");
 
+struct ivshmem_dev;
+
 struct ivshmem_vector {
+	struct ivshmem_dev *idev;
 	atomic_t events;                /* interrupts received so far */
-	wait_queue_head_t wait;
+	struct list_head files;         /* bound to it, under files_lock */
 	char name[24];                  /* IRQ name, e.g. ivshmem0-v3 */
 };
 
@@ -74,13 +77,23 @@ struct ivshmem_dev {
 	unsigned int irq_mode;
 	unsigned int nvectors;
 	int minor;                      /* -1 once given back */
+	unsigned int cache_mode;        /* IVSHMEM_CACHE_* mappings get */
+	/* Open files, on the list of their vector; taken in hard IRQ. */
+	spinlock_t files_lock;
 	struct ivshmem_vector vec[IVSHMEM_MAX_VECTORS];
 };
 
+/*
+ * Each open file has its own wait queue, which read() and poll() (and so
+ * epoll, which registers once) wait on whatever vector the file is bound
+ * to: an interrupt wakes the files on its vector's list, and BIND only
+ * moves the file to another list.
+ */
 struct ivshmem_file {
 	struct ivshmem_dev *idev;
-	spinlock_t lock;                /* vector and seen */
-	unsigned int vector;
+	wait_queue_head_t wait;
+	struct list_head node;          /* on vec[vector].files */
+	unsigned int vector;            /* under idev->files_lock */
 	u32 seen;                       /* events already returned by read */
 };
 
@@ -150,12 +163,30 @@ static void ivshmem_dev_release(struct device *dev)
 	kfree(idev);
 }
 
+/* Wakes the files bound to VEC (all files if VEC is NULL) with KEY. */
+static void ivshmem_wake(struct ivshmem_dev *idev, struct ivshmem_vector *vec,
+			 __poll_t key)
+{
+	struct ivshmem_file *f;
+	unsigned long flags;
+	unsigned int i;
+
+	spin_lock_irqsave(&idev->files_lock, flags);
+	for (i = 0; i < IVSHMEM_MAX_VECTORS; i++) {
+		if (vec && vec != &idev->vec[i])
+			continue;
+		list_for_each_entry(f, &idev->vec[i].files, node)
+			wake_up_interruptible_poll(&f->wait, key);
+	}
+	spin_unlock_irqrestore(&idev->files_lock, flags);
+}
+
 static irqreturn_t ivshmem_vector_irq(int irq, void *opaque)
 {
 	struct ivshmem_vector *vec = opaque;
 
 	atomic_inc(&vec->events);
-	wake_up_interruptible(&vec->wait);
+	ivshmem_wake(vec->idev, vec, EPOLLIN | EPOLLRDNORM);
 	return IRQ_HANDLED;
 }
 
@@ -178,7 +209,7 @@ static int ivshmem_open(struct inode *inode, struct file *filp)
 	f = kzalloc(sizeof(*f), GFP_KERNEL);
 	if (!f)
 		return -ENOMEM;
-	spin_lock_init(&f->lock);
+	init_waitqueue_head(&f->wait);
 	mutex_lock(&idev->lock);
 	if (ivshmem_gone(idev)) {
 		mutex_unlock(&idev->lock);
@@ -188,7 +219,10 @@ static int ivshmem_open(struct inode *inode, struct file *filp)
 	get_device(&idev->dev);
 	mutex_unlock(&idev->lock);
 	f->idev = idev;
+	spin_lock_irq(&idev->files_lock);
 	f->seen = atomic_read(&idev->vec[0].events);
+	list_add_tail(&f->node, &idev->vec[0].files);
+	spin_unlock_irq(&idev->files_lock);
 	filp->private_data = f;
 	/* One address_space for every open: remove() zaps all mappings. */
 	filp->f_mapping = idev->inode->i_mapping;
@@ -198,36 +232,32 @@ static int ivshmem_open(struct inode *inode, struct file *filp)
 static int ivshmem_release(struct inode *inode, struct file *filp)
 {
 	struct ivshmem_file *f = filp->private_data;
+	struct ivshmem_dev *idev = f->idev;
 
-	put_device(&f->idev->dev);
+	spin_lock_irq(&idev->files_lock);
+	list_del(&f->node);
+	spin_unlock_irq(&idev->files_lock);
+	put_device(&idev->dev);
 	kfree(f);
 	return 0;
 }
 
 /*
- * Takes the events of the bound vector that read() has not returned yet.
- * Returns their number; *vector is the bound vector, *seen what the file
- * had returned so far.
+ * The events of the bound vector that read() has not returned yet; with
+ * TAKE, they count as returned from now on.
  */
-static u32 ivshmem_take(struct ivshmem_file *f, unsigned int *vector,
-			u32 *seen)
+static u32 ivshmem_pending(struct ivshmem_file *f, bool take)
 {
+	struct ivshmem_dev *idev = f->idev;
+	unsigned long flags;
 	u32 count;
 
-	spin_lock(&f->lock);
-	*vector = f->vector;
-	*seen = f->seen;
-	count = (u32)atomic_read(&f->idev->vec[*vector].events) - *seen;
-	f->seen += count;
-	spin_unlock(&f->lock);
+	spin_lock_irqsave(&idev->files_lock, flags);
+	count = (u32)atomic_read(&idev->vec[f->vector].events) - f->seen;
+	if (take)
+		f->seen += count;
+	spin_unlock_irqrestore(&idev->files_lock, flags);
 	return count;
-}
-
-/* What ends a read() waiting on vector V after SEEN events. */
-static bool ivshmem_woken(struct ivshmem_file *f, unsigned int v, u32 seen)
-{
-	return (u32)atomic_read(&f->idev->vec[v].events) != seen ||
-	       READ_ONCE(f->vector) != v || ivshmem_gone(f->idev);
 }
 
 static ssize_t ivshmem_read(struct file *filp, char __user *buf,
@@ -235,8 +265,7 @@ static ssize_t ivshmem_read(struct file *filp, char __user *buf,
 {
 	struct ivshmem_file *f = filp->private_data;
 	struct ivshmem_dev *idev = f->idev;
-	unsigned int v;
-	u32 count, seen;
+	u32 count;
 	int ret;
 
 	if (len < sizeof(count))
@@ -246,14 +275,15 @@ static ssize_t ivshmem_read(struct file *filp, char __user *buf,
 	for (;;) {
 		if (ivshmem_gone(idev))
 			return -ENODEV;
-		count = ivshmem_take(f, &v, &seen);
+		count = ivshmem_pending(f, true);
 		if (count)
 			break;
 		if (filp->f_flags & O_NONBLOCK)
 			return -EAGAIN;
-		/* A BIND to another vector wakes this queue up. */
-		ret = wait_event_interruptible(idev->vec[v].wait,
-					       ivshmem_woken(f, v, seen));
+		/* The file's own queue: a BIND meanwhile changes nothing. */
+		ret = wait_event_interruptible(f->wait,
+					       ivshmem_pending(f, false) ||
+					       ivshmem_gone(idev));
 		if (ret)
 			return ret;
 	}
@@ -266,22 +296,13 @@ static __poll_t ivshmem_poll(struct file *filp, poll_table *wait)
 {
 	struct ivshmem_file *f = filp->private_data;
 	struct ivshmem_dev *idev = f->idev;
-	struct ivshmem_vector *vec;
-	unsigned int v;
-	u32 seen;
 
 	if (!idev->nvectors)
 		return EPOLLERR | (ivshmem_gone(idev) ? EPOLLHUP : 0);
-	spin_lock(&f->lock);
-	v = f->vector;
-	seen = f->seen;
-	spin_unlock(&f->lock);
-	vec = &idev->vec[v];
-	poll_wait(filp, &vec->wait, wait);
+	poll_wait(filp, &f->wait, wait);
 	if (ivshmem_gone(idev))
 		return EPOLLERR | EPOLLHUP;
-	return (u32)atomic_read(&vec->events) != seen ?
-	       EPOLLIN | EPOLLRDNORM : 0;
+	return ivshmem_pending(f, false) ? EPOLLIN | EPOLLRDNORM : 0;
 }
 
 /*
@@ -310,6 +331,10 @@ static const struct vm_operations_struct ivshmem_vm_ops = {
 
 static pgprot_t ivshmem_pgprot(pgprot_t prot)
 {
+	/*
+	 * What is asked for: on x86, vmf_insert_pfn() gives each page the
+	 * memory type reserved by ivshmem_map_shm() (idev->cache_mode).
+	 */
 	switch (ivshmem_cache_mode) {
 	case IVSHMEM_CACHE_UC:
 		return pgprot_noncached(prot);
@@ -331,6 +356,47 @@ static void __iomem *ivshmem_map_shm(resource_size_t start,
 	default:
 		return ioremap(start, size);
 	}
+}
+
+/*
+ * The memory type the kernel actually gave the mapping at ADDR: on x86,
+ * PAT may downgrade a request (write-back where the MTRRs say uncached
+ * becomes uncached-minus), and user mappings get the same type.
+ */
+static unsigned int ivshmem_cache_mode_of(void __iomem *addr)
+{
+#ifdef CONFIG_X86
+	static const struct {
+		enum page_cache_mode pcm;
+		unsigned int mode;
+	} modes[] = {
+		{ _PAGE_CACHE_MODE_WB, IVSHMEM_CACHE_WB },
+		{ _PAGE_CACHE_MODE_WC, IVSHMEM_CACHE_WC },
+		{ _PAGE_CACHE_MODE_UC_MINUS, IVSHMEM_CACHE_UC_MINUS },
+		{ _PAGE_CACHE_MODE_UC, IVSHMEM_CACHE_UC },
+		{ _PAGE_CACHE_MODE_WT, IVSHMEM_CACHE_WT },
+		{ _PAGE_CACHE_MODE_WP, IVSHMEM_CACHE_WP },
+	};
+	unsigned int level, i;
+	unsigned long bits;
+	pgprot_t prot;
+	pte_t *pte = lookup_address((unsigned long)addr, &level);
+
+	if (!pte)
+		return ivshmem_cache_mode;
+	/* pgprot2cachemode() is not exported: compare with each mode. */
+	prot = pte_pgprot(*pte);
+	/* Huge ioremap: the PAT bit of a large page is bit 12, not 7. */
+	if (level != PG_LEVEL_4K)
+		prot = pgprot_large_2_4k(prot);
+	bits = pgprot_val(prot) & _PAGE_CACHE_MASK;
+	for (i = 0; i < ARRAY_SIZE(modes); i++)
+		if (cachemode2protval(modes[i].pcm) == bits)
+			return modes[i].mode;
+	return ivshmem_cache_mode;
+#else
+	return ivshmem_cache_mode;
+#endif
 }
 
 /* vm_flags became read-only, behind vm_flags_set(), in 6.3. */
@@ -371,7 +437,8 @@ static long ivshmem_get_info(struct ivshmem_dev *idev, void __user *arg)
 		.region_size = idev->shm_size,
 		.vectors = idev->nvectors,
 		.irq_mode = idev->irq_mode,
-		.cache_mode = ivshmem_cache_mode,
+		.cache_mode = idev->cache_mode,
+		.cache_requested = ivshmem_cache_mode,
 	};
 
 	mutex_lock(&idev->lock);
@@ -391,7 +458,8 @@ static long ivshmem_ring(struct ivshmem_dev *idev, void __user *arg)
 
 	if (copy_from_user(&ring, arg, sizeof(ring)))
 		return -EFAULT;
-	if (ring.flags)
+	/* The device decodes 8 bits: 256 would ring vector 0. */
+	if (ring.flags || ring.vector > IVSHMEM_RING_VECTOR_MAX)
 		return -EINVAL;
 	mutex_lock(&idev->lock);
 	if (ivshmem_gone(idev)) {
@@ -408,22 +476,22 @@ static long ivshmem_bind(struct ivshmem_file *f, void __user *arg)
 {
 	struct ivshmem_dev *idev = f->idev;
 	struct ivshmem_bind bind;
-	unsigned int old;
 
 	if (copy_from_user(&bind, arg, sizeof(bind)))
 		return -EFAULT;
-	if (bind.flags || bind.vector >= idev->nvectors)
-		return -EINVAL;
 	if (ivshmem_gone(idev))
 		return -ENODEV;
-	spin_lock(&f->lock);
-	old = f->vector;
-	WRITE_ONCE(f->vector, bind.vector);
+	if (bind.flags || bind.vector >= idev->nvectors)
+		return -EINVAL;
+	spin_lock_irq(&idev->files_lock);
+	f->vector = bind.vector;
 	f->seen = atomic_read(&idev->vec[bind.vector].events);
-	spin_unlock(&f->lock);
-	/* Readers of this file still waiting on the old vector: move on. */
-	if (old != bind.vector)
-		wake_up_interruptible(&idev->vec[old].wait);
+	list_move_tail(&f->node, &idev->vec[bind.vector].files);
+	spin_unlock_irq(&idev->files_lock);
+	/*
+	 * Waiters (read, poll, epoll) sleep on the file's own queue, which
+	 * the new vector wakes from now on: nothing to move.
+	 */
 	return 0;
 }
 
@@ -605,8 +673,11 @@ static int ivshmem_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (!idev)
 		return -ENOMEM;
 	mutex_init(&idev->lock);
-	for (i = 0; i < IVSHMEM_MAX_VECTORS; i++)
-		init_waitqueue_head(&idev->vec[i].wait);
+	spin_lock_init(&idev->files_lock);
+	for (i = 0; i < IVSHMEM_MAX_VECTORS; i++) {
+		idev->vec[i].idev = idev;
+		INIT_LIST_HEAD(&idev->vec[i].files);
+	}
 	device_initialize(&idev->dev);
 	idev->dev.class = &ivshmem_class;
 	idev->dev.parent = &pdev->dev;
@@ -654,6 +725,7 @@ static int ivshmem_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		ret = -ENOMEM;
 		goto err_unmap_regs;
 	}
+	idev->cache_mode = ivshmem_cache_mode_of(idev->shm);
 	idev->pdev = pdev;
 	pci_set_master(pdev);
 	ivshmem_setup_irq(idev);
@@ -693,7 +765,6 @@ err_put:
 static void ivshmem_remove(struct pci_dev *pdev)
 {
 	struct ivshmem_dev *idev = pci_get_drvdata(pdev);
-	unsigned int i;
 
 	/* No new opens, no sysfs readers. */
 	cdev_device_del(&idev->cdev, &idev->dev);
@@ -701,11 +772,12 @@ static void ivshmem_remove(struct pci_dev *pdev)
 	mutex_lock(&idev->lock);
 	WRITE_ONCE(idev->pdev, NULL);
 	/* Revoke every user mapping: later accesses get SIGBUS. */
+#ifndef IVSHMEM_TEST_NO_ZAP
 	unmap_mapping_range(idev->inode->i_mapping, 0, 0, 1);
+#endif
 	mutex_unlock(&idev->lock);
-	/* Wake up blocked readers: they return -ENODEV. */
-	for (i = 0; i < IVSHMEM_MAX_VECTORS; i++)
-		wake_up_interruptible_all(&idev->vec[i].wait);
+	/* Wake up blocked readers and pollers: -ENODEV, POLLERR | POLLHUP. */
+	ivshmem_wake(idev, NULL, EPOLLERR | EPOLLHUP);
 	/* Nothing touches the hardware any more. */
 	pci_clear_master(pdev);
 	iounmap(idev->shm);

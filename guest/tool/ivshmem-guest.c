@@ -27,11 +27,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +61,7 @@ typedef struct Device {
     int vector_fd[MAX_VECTORS];     /* driver mode: one file per vector */
     unsigned irq_mode;              /* IVSHMEM_IRQ_* */
     unsigned cache_mode;            /* IVSHMEM_CACHE_* of the mapping */
+    unsigned cache_requested;       /* IVSHMEM_CACHE_* asked for */
     int config_fd;                  /* uio mode: PCI config space */
 } Device;
 
@@ -204,6 +207,8 @@ static void open_driver(Device *d)
     d->nvectors = info.vectors > MAX_VECTORS ? MAX_VECTORS : info.vectors;
     d->irq_mode = info.irq_mode;
     d->cache_mode = info.cache_mode;
+    d->cache_requested = info.version >= 2 ? info.cache_requested
+                                           : info.cache_mode;
     d->shm = mmap(NULL, d->size, PROT_READ | PROT_WRITE, MAP_SHARED,
                   d->fd, 0);
     if (d->shm == MAP_FAILED) {
@@ -513,11 +518,18 @@ static int cmd_get(Device *d, unsigned long off)
     return 0;
 }
 
+static const char *cache_mode_name(unsigned mode)
+{
+    static const char *const names[] = {
+        "unknown", "uc", "wc", "wb", "uc-minus", "wt", "wp"
+    };
+
+    return names[mode > 6 ? 0 : mode];
+}
+
 static const char *cache_name(const Device *d)
 {
-    static const char *const names[] = { "unknown", "uc", "wc", "wb" };
-
-    return names[d->cache_mode > 3 ? 0 : d->cache_mode];
+    return cache_mode_name(d->cache_mode);
 }
 
 static int cmd_info(Device *d)
@@ -525,9 +537,9 @@ static int cmd_info(Device *d)
     static const char *const irq_names[] = { "none", "intx", "msix" };
 
     printf("mode=%s path=%s id=%u size=%" PRIu64 " vectors=%u irq=%s "
-           "cache=%s\n", mode_name(d), d->path, peer_id(d), d->size,
-           d->nvectors, irq_names[d->irq_mode > 2 ? 0 : d->irq_mode],
-           cache_name(d));
+           "cache=%s requested=%s\n", mode_name(d), d->path, peer_id(d),
+           d->size, d->nvectors, irq_names[d->irq_mode > 2 ? 0 : d->irq_mode],
+           cache_name(d), cache_mode_name(d->cache_requested));
     return 0;
 }
 
@@ -768,7 +780,8 @@ static int cmd_bandwidth(Device *d, unsigned long total_mib, bool seeded,
         printf(" chunk=%zu seed=%u readback=%s", chunk, seed,
                i == chunk / 4 ? "ok" : "FAIL");
     }
-    printf(" cache=%s\n", cache_name(d));
+    printf(" cache=%s requested=%s\n", cache_name(d),
+           cache_mode_name(d->cache_requested));
     return 0;
 }
 
@@ -805,19 +818,53 @@ static int cmd_mapcheck(Device *d)
 
 typedef struct BlockedRead {
     int fd;
+    const char *how;                /* read, poll or epoll */
+    int timeout_ms;
     volatile pid_t tid;             /* set by the thread */
     ssize_t n;
     uint32_t count;
     int err;
+    int events;                     /* poll/epoll: what woke it */
+    uint64_t done_ns;               /* when the wait returned */
 } BlockedRead;
 
+/* Block on R->fd in read(), poll() or epoll_wait(), then read. */
 static void *blocked_read(void *opaque)
 {
     BlockedRead *r = opaque;
+    struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+    struct epoll_event ev = { .events = EPOLLIN };
+    int ep = -1, ret = 1;
 
+    if (!strcmp(r->how, "epoll")) {
+        /* Registered once, before the BIND. */
+        ep = epoll_create1(0);
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, r->fd, &ev) < 0) {
+            r->n = -1;
+            r->err = errno;
+            return NULL;
+        }
+    }
     r->tid = syscall(SYS_gettid);
+    if (!strcmp(r->how, "poll")) {
+        ret = poll(&pfd, 1, r->timeout_ms);
+        r->events = pfd.revents;
+    } else if (ep >= 0) {
+        ret = epoll_wait(ep, &ev, 1, r->timeout_ms);
+        r->events = ret > 0 ? (int)ev.events : 0;
+        close(ep);
+    }
+    r->done_ns = now_ns();
+    if (ret <= 0) {
+        r->n = -1;
+        r->err = ret ? errno : ETIMEDOUT;
+        return NULL;
+    }
     r->n = read(r->fd, &r->count, sizeof(r->count));
     r->err = errno;
+    if (!strcmp(r->how, "read")) {
+        r->done_ns = now_ns();
+    }
     return NULL;
 }
 
@@ -846,17 +893,22 @@ static bool thread_sleeps(pid_t tid)
  * vector 0; once it sleeps, this thread binds the same file to VECTOR.
  * The reader must follow and return that vector's next interrupt.
  */
-static int cmd_rebind_wait(Device *d, unsigned vector, int timeout_ms)
+static int cmd_rebind_wait(Device *d, unsigned vector, int timeout_ms,
+                           const char *how)
 {
     struct ivshmem_bind bind = { .vector = vector };
-    BlockedRead r = { .fd = -1 };
+    BlockedRead r = { .fd = -1, .how = how, .timeout_ms = timeout_ms };
     struct timespec ts;
     pthread_t thread;
+    uint64_t rebound;
     unsigned i;
 
     if (d->mode != MODE_DRIVER || vector >= d->nvectors) {
         die("rebind-wait needs our driver and a vector below %u",
             d->nvectors);
+    }
+    if (strcmp(how, "read") && strcmp(how, "poll") && strcmp(how, "epoll")) {
+        die("rebind-wait: %s: use read, poll or epoll", how);
     }
     r.fd = open(d->path, O_RDWR);
     if (r.fd < 0 || pthread_create(&thread, NULL, blocked_read, &r)) {
@@ -869,19 +921,35 @@ static int cmd_rebind_wait(Device *d, unsigned vector, int timeout_ms)
     if (ioctl(r.fd, IVSHMEM_IOCTL_BIND, &bind) < 0) {
         die("bind: %s", strerror(errno));
     }
-    printf("rebind-wait: rebound to %u while the reader slept: %s\n", vector,
-           thread_sleeps(r.tid) ? "yes" : "no");
+    /*
+     * A BIND may wake the waiter (to re-check); have it asleep again
+     * before the new vector fires, or a late re-check would find the
+     * interrupt without being woken by it.
+     */
+    usleep(100000);
+    for (i = 0; i < 1000 && !thread_sleeps(r.tid); i++) {
+        usleep(10000);
+    }
+    usleep(200000);
+    rebound = now_ns();
+    printf("rebind-wait: rebound to %u, then the %s waiter slept: %s\n",
+           vector, how, thread_sleeps(r.tid) ? "yes" : "no");
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_sec += timeout_ms / 1000 + 5;
     if (pthread_timedjoin_np(thread, NULL, &ts)) {
         printf("rebind-wait: timeout\n");
         return 2;
     }
     if (r.n != sizeof(r.count)) {
-        printf("rebind-wait: read failed: %s\n", strerror(r.err));
+        printf("rebind-wait: %s failed: %s\n", how, strerror(r.err));
         return 1;
     }
-    printf("rebind-wait: woke count=%u\n", r.count);
+    /*
+     * after_ms tells a wake-up by the interrupt from a poll() that only
+     * found it when its timeout expired.
+     */
+    printf("rebind-wait: woke count=%u events=0x%x after_ms=%" PRIu64 "\n",
+           r.count, r.events, (r.done_ns - rebound) / 1000000);
     return 0;
 }
 
@@ -937,6 +1005,248 @@ static int cmd_hold(Device *d, unsigned long off, uint32_t seed,
     return 0;
 }
 
+/*
+ * Like hold, but first store the pattern of SEED0 at OFF through the
+ * mapping, so that its pages are mapped before the device goes away: what
+ * revokes them then is the driver's zap, not its fault handler.
+ */
+static int cmd_hold_touched(Device *d, unsigned long off, uint32_t seed0,
+                            uint32_t seed, const char *trigger,
+                            int timeout_ms)
+{
+    /* volatile: shared memory, every store must reach it */
+    volatile uint32_t *p = (volatile uint32_t *)(d->shm + off);
+    uint32_t state = pattern_seed(seed0, off);
+    unsigned long i;
+
+    check_range(d, off, HOLD_LEN);
+    for (i = 0; i < HOLD_LEN / 4; i++) {
+        p[i] = pattern_next(&state);
+    }
+    __sync_synchronize();
+    printf("hold: touched\n");
+    return cmd_hold(d, off, seed, trigger, timeout_ms);
+}
+
+static const char *errname(int ret)
+{
+    static char buf[64];
+
+    if (ret >= 0) {
+        return "ok";
+    }
+    switch (errno) {
+    case ENODEV: return "ENODEV";
+    case EINVAL: return "EINVAL";
+    case ENOTTY: return "ENOTTY";
+    case ENOENT: return "ENOENT";
+    case ENXIO: return "ENXIO";
+    case EAGAIN: return "EAGAIN";
+    default:
+        snprintf(buf, sizeof(buf), "errno%d", errno);
+        return buf;
+    }
+}
+
+/*
+ * Interface edges: the ioctl numbers of interface version 1 (type 0xBA),
+ * and doorbell vectors the device cannot carry (above 255).
+ */
+static int cmd_abi(Device *d)
+{
+    struct ivshmem_info info;
+    struct ivshmem_ring r = { .peer = peer_id(d) };
+    struct ivshmem_bind b = { .vector = 0 };
+    unsigned v[] = { 255, 256, 511, 65535 };
+    unsigned i;
+
+    printf("abi: magic=0x%x", IVSHMEM_IOCTL_MAGIC);
+    printf(" old-info=%s", errname(ioctl(d->fd,
+           _IOR(0xBA, 0x00, struct ivshmem_info), &info)));
+    printf(" old-ring=%s", errname(ioctl(d->fd,
+           _IOW(0xBA, 0x01, struct ivshmem_ring), &r)));
+    printf(" old-bind=%s", errname(ioctl(d->fd,
+           _IOW(0xBA, 0x02, struct ivshmem_bind), &b)));
+    /* Rings our own, unconnected vector numbers: the device ignores them */
+    for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        r.vector = v[i];
+        printf(" ring%u=%s", v[i],
+               errname(ioctl(d->fd, IVSHMEM_IOCTL_RING, &r)));
+    }
+    printf("\n");
+    return 0;
+}
+
+static sigjmp_buf gone_jmp;
+
+static void on_gone_sigbus(int sig)
+{
+    (void)sig;
+    siglongjmp(gone_jmp, 1);
+}
+
+/*
+ * With the device open, mapped (a page touched) and a second file bound
+ * to the last vector, wait until TRIGGER exists (the device is removed
+ * meanwhile), then call everything the file offers and print what each
+ * call returned.
+ */
+static int cmd_gone(Device *d, const char *trigger, int timeout_ms)
+{
+    struct sigaction sa = { .sa_handler = on_gone_sigbus };
+    uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
+    struct ivshmem_info info;
+    struct ivshmem_ring r = { 0 };
+    struct ivshmem_bind b = { 0 };
+    struct epoll_event ev = { .events = EPOLLIN };
+    struct pollfd pfd = { .fd = d->fd, .events = POLLIN };
+    /* volatile: read after siglongjmp */
+    volatile int faulted = 0;
+    uint32_t count;
+    int fd2, ep, ret, flags;
+    void *p;
+
+    d->shm[0] = d->shm[0];
+    fd2 = d->nvectors ? d->vector_fd[d->nvectors - 1] : d->fd;
+    printf("gone: ready\n");
+    while (access(trigger, F_OK) != 0) {
+        if (now_ns() > deadline) {
+            printf("gone: timeout\n");
+            return 2;
+        }
+        usleep(10000);
+    }
+    printf("gone:");
+    printf(" info=%s", errname(ioctl(d->fd, IVSHMEM_IOCTL_INFO, &info)));
+    printf(" ring=%s", errname(ioctl(d->fd, IVSHMEM_IOCTL_RING, &r)));
+    printf(" bind=%s", errname(ioctl(d->fd, IVSHMEM_IOCTL_BIND, &b)));
+    printf(" unknown=%s", errname(ioctl(d->fd, _IO(IVSHMEM_IOCTL_MAGIC,
+                                                    0x0f))));
+    printf(" read=%s", errname(read(fd2, &count, sizeof(count))));
+    flags = fcntl(fd2, F_GETFL);
+    fcntl(fd2, F_SETFL, flags | O_NONBLOCK);
+    printf(" read-nonblock=%s", errname(read(fd2, &count, sizeof(count))));
+    ret = poll(&pfd, 1, 5000);
+    printf(" poll=%d/0x%x", ret, ret > 0 ? pfd.revents : 0);
+    ep = epoll_create1(0);
+    ret = epoll_ctl(ep, EPOLL_CTL_ADD, fd2, &ev);
+    ret = ret < 0 ? -1 : epoll_wait(ep, &ev, 1, 5000);
+    printf(" epoll=%d/0x%x", ret, ret > 0 ? ev.events : 0);
+    close(ep);
+    p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, d->fd, 0);
+    printf(" mmap=%s", errname(p == MAP_FAILED ? -1 : 0));
+    sigaction(SIGBUS, &sa, NULL);
+    if (!sigsetjmp(gone_jmp, 1)) {
+        d->shm[HOLD_LEN] = 1;           /* a page never touched */
+        d->shm[0] = 1;                  /* the page touched before */
+    } else {
+        faulted = 1;
+    }
+    printf(" store=%s", faulted ? "sigbus" : "written");
+    ret = open(d->path, O_RDWR);
+    printf(" open=%s\n", errname(ret));
+    return 0;
+}
+
+/* What the racers saw, in memory shared by them. */
+typedef struct RaceStats {
+    unsigned long ops;              /* successful opens */
+    unsigned long open_failed;      /* no node, or ENODEV */
+    unsigned long gone;             /* ENODEV from ioctl, read or mmap */
+    unsigned long sigbus;           /* faults refused */
+} RaceStats;
+
+/* One racer: loop on PATH until DEADLINE, counting into ST. */
+static void race_one(const char *path, int which, uint64_t deadline,
+                     RaceStats *st)
+{
+    struct sigaction sa = { .sa_handler = on_gone_sigbus };
+    struct ivshmem_info info;
+    uint32_t count;
+
+    sigaction(SIGBUS, &sa, NULL);
+    while (now_ns() < deadline) {
+        int fd = open(path, O_RDWR | (which == 2 ? O_NONBLOCK : 0));
+        volatile uint8_t *p;
+
+        if (fd < 0) {
+            __sync_fetch_and_add(&st->open_failed, 1);
+            usleep(1000);
+            continue;
+        }
+        __sync_fetch_and_add(&st->ops, 1);
+        if (which == 0) {
+            if (ioctl(fd, IVSHMEM_IOCTL_INFO, &info) < 0 &&
+                errno == ENODEV) {
+                __sync_fetch_and_add(&st->gone, 1);
+            }
+        } else if (which == 1) {
+            p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                     0);
+            if (p == MAP_FAILED) {
+                __sync_fetch_and_add(&st->gone, errno == ENODEV);
+            } else {
+                if (!sigsetjmp(gone_jmp, 1)) {
+                    unsigned i;
+
+                    for (i = 0; i < 16; i++) {
+                        p[i << 12] = p[i << 12];
+                    }
+                } else {
+                    __sync_fetch_and_add(&st->sigbus, 1);
+                }
+                munmap((void *)p, 1 << 16);
+            }
+        } else {
+            struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+            if (read(fd, &count, sizeof(count)) < 0) {
+                if (errno == ENODEV) {
+                    __sync_fetch_and_add(&st->gone, 1);
+                } else if (errno == EAGAIN) {
+                    poll(&pfd, 1, 2);
+                }
+            }
+        }
+        close(fd);
+    }
+}
+
+/*
+ * Race open+INFO, open+mmap+fault and open+read+poll against removal:
+ * three processes loop on PATH for MS milliseconds while the caller
+ * takes the device away and brings it back.  Prints what they saw.
+ */
+static int cmd_race(const char *path, unsigned long ms)
+{
+    uint64_t deadline = now_ns() + (uint64_t)ms * 1000000;
+    RaceStats *st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    pid_t pid[3];
+    int i, status, failed = 0;
+
+    if (st == MAP_FAILED) {
+        die("mmap: %s", strerror(errno));
+    }
+    for (i = 0; i < 3; i++) {
+        pid[i] = fork();
+        if (pid[i] == 0) {
+            race_one(path, i, deadline, st);
+            _exit(0);
+        }
+    }
+    for (i = 0; i < 3; i++) {
+        if (waitpid(pid[i], &status, 0) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status)) {
+            failed++;
+        }
+    }
+    printf("race: %s opens=%lu open_failed=%lu enodev=%lu sigbus=%lu\n",
+           failed ? "a racer died" : "done", st->ops, st->open_failed,
+           st->gone, st->sigbus);
+    return failed ? 1 : 0;
+}
+
 static int cmd_wait(Device *d, int timeout_ms)
 {
     int v;
@@ -970,9 +1280,21 @@ static void usage(void)
           "  flood PEER VECTOR SECONDS    ring a doorbell in a tight loop\n"
           "  count VECTOR SECONDS         count a vector's interrupts\n"
           "  mapcheck                     try a private and a read-only map\n"
-          "  rebind-wait VECTOR TIMEOUT_MS  a thread blocks in read() on\n"
-          "                               vector 0, then its file is bound\n"
-          "                               to VECTOR: it must follow\n"
+          "  rebind-wait VECTOR TIMEOUT_MS [read|poll|epoll]  a thread\n"
+          "                               blocks in read(), poll() or\n"
+          "                               epoll_wait() on vector 0, then its\n"
+          "                               file is bound to VECTOR: it must\n"
+          "                               follow\n"
+          "  hold-touched OFF SEED0 SEED FILE TIMEOUT_MS  hold, after\n"
+          "                               storing the pattern of SEED0 at OFF\n"
+          "  abi                          try the old ioctl numbers and\n"
+          "                               doorbell vectors 255..65535\n"
+          "  gone FILE TIMEOUT_MS         keep the device open and mapped\n"
+          "                               until FILE exists, then call every\n"
+          "                               file operation and print results\n"
+          "  race MS                      open/ioctl, open/mmap/fault and\n"
+          "                               open/read/poll in 3 processes for\n"
+          "                               MS ms (the device may come and go)\n"
           "  hold OFF SEED FILE TIMEOUT_MS  keep the region mapped until FILE\n"
           "                               exists, then write 4 KiB at OFF and\n"
           "                               report whether that raised SIGBUS\n"
@@ -1102,6 +1424,10 @@ int main(int argc, char **argv)
         usage();
     }
     cmd = argv[0];
+    if (!strcmp(cmd, "race") && argc == 2) {
+        /* The device comes and goes: nothing is opened up front. */
+        return cmd_race(path ? path : "/dev/ivshmem0", num(argv[1]));
+    }
     open_device(&d, path);
     if (!strcmp(cmd, "info")) {
         return cmd_info(&d);
@@ -1132,8 +1458,16 @@ int main(int argc, char **argv)
         return cmd_spin(&d, true, num(argv[1]), timeout);
     } else if (!strcmp(cmd, "spin-pong") && argc == 2) {
         return cmd_spin(&d, false, num(argv[1]), timeout);
-    } else if (!strcmp(cmd, "rebind-wait") && argc == 3) {
-        return cmd_rebind_wait(&d, num(argv[1]), num(argv[2]));
+    } else if (!strcmp(cmd, "rebind-wait") && (argc == 3 || argc == 4)) {
+        return cmd_rebind_wait(&d, num(argv[1]), num(argv[2]),
+                               argc == 4 ? argv[3] : "read");
+    } else if (!strcmp(cmd, "hold-touched") && argc == 6) {
+        return cmd_hold_touched(&d, num(argv[1]), num(argv[2]),
+                                num(argv[3]), argv[4], num(argv[5]));
+    } else if (!strcmp(cmd, "abi") && argc == 1) {
+        return cmd_abi(&d);
+    } else if (!strcmp(cmd, "gone") && argc == 3) {
+        return cmd_gone(&d, argv[1], num(argv[2]));
     } else if (!strcmp(cmd, "mapcheck") && argc == 1) {
         return cmd_mapcheck(&d);
     } else if (!strcmp(cmd, "hold") && argc == 5) {
