@@ -527,6 +527,9 @@ typedef struct Peer {
     bool eventfds_ok;           /* every vector fd was an eventfd */
 } Peer;
 
+/* not joined: peer_close() does nothing with it */
+#define PEER_INIT { .sock = -1, .shm = -1 }
+
 static void peer_close(Peer *p)
 {
     int i;
@@ -785,7 +788,7 @@ static void test_sequences(void)
 
     /* ID policy: increasing, no immediate reuse of 3 or 5 */
     {
-        Peer q;
+        Peer q = PEER_INIT;
 
         good = peer_join(&q, s.sock, N);
         check(good && q.id == 10,
@@ -807,7 +810,7 @@ static void test_sequences(void)
 static void test_id_wrap(void)
 {
     Server s;
-    Peer keep, q;
+    Peer keep = PEER_INIT, q = PEER_INIT;
     bool good = true;
     int i;
     double t0 = now();
@@ -840,7 +843,7 @@ static void test_id_wrap(void)
 static void test_join_leave_flat(void)
 {
     Server s;
-    Peer a, b;
+    Peer a = PEER_INIT, b = PEER_INIT;
     long fds100 = 0, rss100 = 0, fds1000 = -1, rss1000 = 0;
     bool good;
     int i;
@@ -979,7 +982,7 @@ static void test_many_peers(void)
 static void test_stuck_client(void)
 {
     Server s;
-    Peer stuck, r, q;
+    Peer stuck = PEER_INIT, r = PEER_INIT, q = PEER_INIT;
     bool good = true;
     double t0, worst = 0;
     int i, cycles;
@@ -1262,7 +1265,7 @@ static void test_sigterm_cleanup(void)
     Server s;
     char pidfile[128], name[64], path[80], log[128];
     int status, fd;
-    Peer p;
+    Peer p = PEER_INIT;
 
     snprintf(pidfile, sizeof(pidfile), "%s/server.pid", tmpdir);
     if (server_start(&s, "-p", pidfile, NULL)) {
@@ -1358,7 +1361,7 @@ static void test_big_regions(void)
         { "2G", 2LL << 30 }, { "4G", 4LL << 30 }, { "8g", 8LL << 30 },
     };
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     size_t i;
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1429,7 +1432,7 @@ static void test_stopped_server(Server *s)
 static void test_socket_path(void)
 {
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     int fd;
     char stale[100];
@@ -1477,7 +1480,7 @@ static void test_socket_path(void)
 static void test_shm_dir(void)
 {
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     char dir[128];
     DIR *d;
     struct dirent *e;
@@ -1569,7 +1572,7 @@ static void test_hugetlbfs(void)
 {
     static bool registered;
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     struct statfs st;
     long saved, total, used;
     bool good;
@@ -1919,7 +1922,7 @@ static void test_setup_deadline(void)
     enum { HOSTILE = 100 };
     Server s;
     Hostile h = { 0 };
-    Peer a, b;
+    Peer a = PEER_INIT, b = PEER_INIT;
     uid_t uid = 0, nuid = 0;
     gid_t gid = 0, ngid = 0;
     bool good;
@@ -1986,7 +1989,7 @@ static void test_fd_hog(void)
 {
     enum { CYCLES = 200 };
     Server s;
-    Peer r, q;
+    Peer r = PEER_INIT, q = PEER_INIT;
     int64_t id;
     int stuck, i, refused = 0;
     bool dropped_stuck = false;
@@ -2267,7 +2270,7 @@ static void test_socket_activation(void)
 static void test_signals_and_logging(void)
 {
     Server s;
-    Peer p, q;
+    Peer p = PEER_INIT, q = PEER_INIT;
     char pidfile[128], lock[128];
     int status, i, pfd[2];
     double worst = 0, t0;
@@ -2395,7 +2398,7 @@ static void test_shm_ownership(void)
                            "-l", "1M", NULL);
         } else {
             Server s;
-            Peer p;
+            Peer p = PEER_INIT;
 
             check(server_start(&s, "-M", name, "-l", "1M", NULL) &&
                   peer_join(&p, s.sock, 1) && fd_size(p.shm) == 1 << 20,
@@ -2452,7 +2455,7 @@ static int connect_as(const char *path, uid_t uid, gid_t gid)
     pid = fork();
     if (pid == 0) {
         int fd, ok = 0;
-        Peer p;
+        Peer p = PEER_INIT;
 
         if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
             _exit(126);
@@ -2641,7 +2644,7 @@ static void test_options_hardening(void)
 static void test_sealed_memfd(void)
 {
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     char sock[128], size[32];
     struct statvfs fs;
     int seals;
