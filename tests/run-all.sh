@@ -86,17 +86,20 @@ tap_count() {
 }
 
 # allowed_skip SUITE LINE: is LINE (a skip of SUITE) in $ALLOWED_SKIPS?
-# The file has "SUITE-ERE | LINE-ERE | reason" lines; "#" starts a comment.
+# The file has "SUITE-ERE | LINE-ERE | reason" lines (fields separated by
+# " | ", space, bar, space: a bar inside an ERE has no spaces around it);
+# "#" starts a comment line.  Prints the reason.
 allowed_skip() {
     local suite=$1 line=$2 s_re l_re reason
-    while IFS='|' read -r s_re l_re reason; do
-        s_re=$(echo "$s_re" | sed 's/^[ \t]*//; s/[ \t]*$//')
-        l_re=$(echo "$l_re" | sed 's/^[ \t]*//; s/[ \t]*$//')
-        [ -n "$s_re" ] && [ -n "$l_re" ] || continue
-        case $s_re in '#'*) continue ;; esac
+    while IFS= read -r entry; do
+        case $entry in '#'* | '') continue ;; esac
+        s_re=${entry%% | *}
+        reason=${entry##* | }
+        l_re=${entry#"$s_re | "}
+        l_re=${l_re%" | $reason"}
         if echo "$suite" | grep -Eq -- "$s_re" &&
            echo "$line" | grep -Eq -- "$l_re"; then
-            echo "${reason# }"
+            echo "$reason"
             return 0
         fi
     done < "$ALLOWED_SKIPS"
@@ -177,13 +180,15 @@ for suite in "${selected[@]}"; do
             1..0*) what="whole suite${line#*[Ss][Kk][Ii][Pp]}" ;;
             *) what=$(echo "$line" | sed -E 's/^ok[ \t]*[0-9]*[ \t]*-?[ \t]*//; s/[ \t]*#[ \t]*[Ss][Kk][Ii][Pp].*//') ;;
             esac
-            skip_names+=("$name: ${what:-whole suite}")
+            why=
             if [ -n "${ALLOWED_SKIPS:-}" ]; then
                 if ! why=$(allowed_skip "$name" "$line"); then
                     echo "not ok - suite $name: a skip that $ALLOWED_SKIPS does not allow: $line"
                     f=$((f + 1))
+                    why="NOT ALLOWED"
                 fi
             fi
+            skip_names+=("$name: ${what# }${why:+ [$why]}")
             ;;
         esac
     done < <(grep -Ei '^((ok|not ok|1\.\.0)([ \t].*)?#[ \t]*(skip|todo([^a-z]|$))|#[ \t]*skip)' "$logs/$name.log")
