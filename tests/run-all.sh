@@ -117,6 +117,7 @@ not_passed=()
 selected=()
 for suite in "$top"/tests/suites/*; do
     name=$(basename "$suite")
+    [ -d "$suite" ] && continue         # e.g. __pycache__: not a suite
     if [ -n "${SUITES:-}" ] && ! echo "$name" | grep -Eq -- "$SUITES"; then
         continue
     fi
