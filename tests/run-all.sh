@@ -139,6 +139,7 @@ for suite in "${selected[@]}"; do
         continue
     fi
     leftovers=$logs/$name.leftovers
+    rm -f "$leftovers"
     start=$(date +%s)
     if [ -n "$san_logs" ]; then
         san_opts="log_path=$san_logs/$name"
