@@ -44,6 +44,9 @@ static const char *client_bin;
 static char tmpdir[64];
 static int test_count;
 static int failures;
+static const char *case_name;   /* the case running, its first check */
+static int case_first;          /* number minus one, its planned checks */
+static int case_planned;
 static int serial;
 static bool hush;               /* failures are expected: fewer diags */
 static bool sanitized;          /* SANITIZE=1: the server is an ASan build */
@@ -66,6 +69,29 @@ static bool check(bool cond, const char *fmt, ...)
         failures++;
     }
     return cond;
+}
+
+/*
+ * @ok, or else @n failing checks naming @what: a case whose server did not
+ * start fails each check it could not make, instead of dropping them.
+ */
+static bool started(bool ok, int n, const char *what)
+{
+    while (!ok && n-- > 0) {
+        check(false, "%s: not checked, the server did not start", what);
+    }
+    return ok;
+}
+
+/* the case's remaining checks, as skips with @why */
+static void skip_rest(const char *why)
+{
+    while (test_count - case_first < case_planned) {
+        printf("ok %d - %s: check %d of %d # SKIP %s\n", test_count + 1,
+               case_name, test_count + 1 - case_first, case_planned, why);
+        test_count++;
+    }
+    fflush(stdout);
 }
 
 static void diag(const char *fmt, ...)
@@ -501,6 +527,9 @@ typedef struct Peer {
     bool eventfds_ok;           /* every vector fd was an eventfd */
 } Peer;
 
+/* not joined: peer_close() does nothing with it */
+#define PEER_INIT { .sock = -1, .shm = -1 }
+
 static void peer_close(Peer *p)
 {
     int i;
@@ -759,7 +788,7 @@ static void test_sequences(void)
 
     /* ID policy: increasing, no immediate reuse of 3 or 5 */
     {
-        Peer q;
+        Peer q = PEER_INIT;
 
         good = peer_join(&q, s.sock, N);
         check(good && q.id == 10,
@@ -781,7 +810,7 @@ static void test_sequences(void)
 static void test_id_wrap(void)
 {
     Server s;
-    Peer keep, q;
+    Peer keep = PEER_INIT, q = PEER_INIT;
     bool good = true;
     int i;
     double t0 = now();
@@ -814,7 +843,7 @@ static void test_id_wrap(void)
 static void test_join_leave_flat(void)
 {
     Server s;
-    Peer a, b;
+    Peer a = PEER_INIT, b = PEER_INIT;
     long fds100 = 0, rss100 = 0, fds1000 = -1, rss1000 = 0;
     bool good;
     int i;
@@ -953,7 +982,7 @@ static void test_many_peers(void)
 static void test_stuck_client(void)
 {
     Server s;
-    Peer stuck, r, q;
+    Peer stuck = PEER_INIT, r = PEER_INIT, q = PEER_INIT;
     bool good = true;
     double t0, worst = 0;
     int i, cycles;
@@ -1236,7 +1265,7 @@ static void test_sigterm_cleanup(void)
     Server s;
     char pidfile[128], name[64], path[80], log[128];
     int status, fd;
-    Peer p;
+    Peer p = PEER_INIT;
 
     snprintf(pidfile, sizeof(pidfile), "%s/server.pid", tmpdir);
     if (server_start(&s, "-p", pidfile, NULL)) {
@@ -1332,7 +1361,7 @@ static void test_big_regions(void)
         { "2G", 2LL << 30 }, { "4G", 4LL << 30 }, { "8g", 8LL << 30 },
     };
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     size_t i;
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1403,7 +1432,7 @@ static void test_stopped_server(Server *s)
 static void test_socket_path(void)
 {
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     int fd;
     char stale[100];
@@ -1451,7 +1480,7 @@ static void test_socket_path(void)
 static void test_shm_dir(void)
 {
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     char dir[128];
     DIR *d;
     struct dirent *e;
@@ -1543,7 +1572,7 @@ static void test_hugetlbfs(void)
 {
     static bool registered;
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     struct statfs st;
     long saved, total, used;
     bool good;
@@ -1553,13 +1582,11 @@ static void test_hugetlbfs(void)
 
     if (!strstr(slurp("/proc/filesystems"), "\thugetlbfs\n") ||
         access(HUGE_SYSCTL, F_OK) != 0) {
-        printf("ok %d - -m on hugetlbfs # SKIP the kernel has no huge "
-               "pages\n", ++test_count);
+        skip_rest("the kernel has no huge pages");
         return;
     }
     if (geteuid() != 0) {
-        printf("ok %d - -m on hugetlbfs # SKIP reserving huge pages needs "
-               "root\n", ++test_count);
+        skip_rest("reserving huge pages needs root");
         return;
     }
     /* one test on this host at a time adds to the reservation */
@@ -1895,9 +1922,9 @@ static void test_setup_deadline(void)
     enum { HOSTILE = 100 };
     Server s;
     Hostile h = { 0 };
-    Peer a, b;
-    uid_t uid, nuid;
-    gid_t gid, ngid;
+    Peer a = PEER_INIT, b = PEER_INIT;
+    uid_t uid = 0, nuid = 0;
+    gid_t gid = 0, ngid = 0;
     bool good;
     int joins = 0, leaves = 0, dropped;
     int64_t v;
@@ -1962,7 +1989,7 @@ static void test_fd_hog(void)
 {
     enum { CYCLES = 200 };
     Server s;
-    Peer r, q;
+    Peer r = PEER_INIT, q = PEER_INIT;
     int64_t id;
     int stuck, i, refused = 0;
     bool dropped_stuck = false;
@@ -2243,7 +2270,7 @@ static void test_socket_activation(void)
 static void test_signals_and_logging(void)
 {
     Server s;
-    Peer p, q;
+    Peer p = PEER_INIT, q = PEER_INIT;
     char pidfile[128], lock[128];
     int status, i, pfd[2];
     double worst = 0, t0;
@@ -2371,7 +2398,7 @@ static void test_shm_ownership(void)
                            "-l", "1M", NULL);
         } else {
             Server s;
-            Peer p;
+            Peer p = PEER_INIT;
 
             check(server_start(&s, "-M", name, "-l", "1M", NULL) &&
                   peer_join(&p, s.sock, 1) && fd_size(p.shm) == 1 << 20,
@@ -2428,7 +2455,7 @@ static int connect_as(const char *path, uid_t uid, gid_t gid)
     pid = fork();
     if (pid == 0) {
         int fd, ok = 0;
-        Peer p;
+        Peer p = PEER_INIT;
 
         if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
             _exit(126);
@@ -2458,15 +2485,17 @@ static void test_access_control(void)
 {
     Server s;
     struct stat st;
-    uid_t uid, nuid;
-    gid_t gid, ngid;
+    uid_t uid = 0, nuid = 0;
+    gid_t gid = 0, ngid = 0;
     char num[16];
 
-    if (!lookup_user("ivshmem-test", &uid, &gid) ||
-        !lookup_user("nobody", &nuid, &ngid)) {
+    if (!check(lookup_user("ivshmem-test", &uid, &gid) &&
+               lookup_user("nobody", &nuid, &ngid),
+               "users ivshmem-test and nobody exist (30-server creates "
+               "ivshmem-test)")) {
         return;
     }
-    if (server_start(&s, NULL)) {
+    if (started(server_start(&s, NULL), 1, "default socket mode 0600")) {
         check(stat(s.sock, &st) == 0 && (st.st_mode & 0777) == 0600 &&
               connect_as(s.sock, nuid, ngid) == -EACCES,
               "default socket mode 0600: another user cannot connect "
@@ -2474,8 +2503,8 @@ static void test_access_control(void)
         server_stop(&s);
     }
     snprintf(num, sizeof(num), "%u", gid);
-    if (server_start(&s, "--socket-mode", "0660", "--socket-group", num,
-                     NULL)) {
+    if (started(server_start(&s, "--socket-mode", "0660", "--socket-group",
+                             num, NULL), 2, "--socket-mode 0660")) {
         check(stat(s.sock, &st) == 0 && (st.st_mode & 0777) == 0660 &&
               st.st_gid == gid && connect_as(s.sock, uid, gid) == 1 &&
               connect_as(s.sock, nuid, ngid) == -EACCES,
@@ -2487,8 +2516,8 @@ static void test_access_control(void)
         snprintf(num, sizeof(num), "%u", gid);
         server_stop(&s);
     }
-    if (server_start(&s, "--socket-mode", "0666", "--allow-user",
-                     "ivshmem-test", NULL)) {
+    if (started(server_start(&s, "--socket-mode", "0666", "--allow-user",
+                             "ivshmem-test", NULL), 1, "--allow-user")) {
         check(connect_as(s.sock, uid, gid) == 1 &&
               connect_as(s.sock, nuid, ngid) == 0 &&
               wait_for_text(s.log, "not in the allow list", 2),
@@ -2496,8 +2525,8 @@ static void test_access_control(void)
               "ivshmem-test served");
         server_stop(&s);
     }
-    if (server_start(&s, "--socket-mode", "0666", "--allow-group", num,
-                     NULL)) {
+    if (started(server_start(&s, "--socket-mode", "0666", "--allow-group",
+                             num, NULL), 1, "--allow-group")) {
         check(connect_as(s.sock, uid, gid) == 1 &&
               connect_as(s.sock, nuid, ngid) == 0,
               "--allow-group: only members are served");
@@ -2569,6 +2598,9 @@ static void test_options_hardening(void)
         check(access(target, F_OK) != 0, "and the symlink's target is not "
               "created");
         unlink(pidfile);
+    } else {
+        check(false, "-p through a symlink: symlink(): %s", strerror(errno));
+        check(false, "the symlink's target: not checked");
     }
     /* a daemon keeps no inherited descriptor */
     if (pipe(pfd) == 0) {
@@ -2588,12 +2620,23 @@ static void test_options_hardening(void)
               poll(&pl, 1, 2000) == 1 && (pl.revents & POLLHUP),
               "the daemon closed the pipe it inherited");
         if (pid > 0) {
+            /* tracked, so that a hang here cannot outlive the suite */
+            track(pid);
             kill(pid, SIGTERM);
-            while (kill(pid, 0) == 0) {
-                usleep(10000);
+            if (!wait_gone(pid, 10)) {
+                diag("daemon %d hangs 10 s after SIGTERM", pid);
+                dump_hung(pid);
+                kill(pid, SIGKILL);
+                if (!wait_gone(pid, 10)) {
+                    diag("daemon %d survives SIGKILL", pid);
+                }
             }
+            untrack(pid);
         }
         close(pfd[0]);
+    } else {
+        check(false, "the daemon closed the pipe it inherited: pipe(): %s",
+              strerror(errno));
     }
 }
 
@@ -2601,7 +2644,7 @@ static void test_options_hardening(void)
 static void test_sealed_memfd(void)
 {
     Server s;
-    Peer p;
+    Peer p = PEER_INIT;
     char sock[128], size[32];
     struct statvfs fs;
     int seals;
@@ -2702,12 +2745,12 @@ static void test_device_seal_warning(void)
     char log[128];
 
     if (!qemu || access(qemu, X_OK) != 0) {
-        printf("ok %d - QEMU warns about shrinkable memory # SKIP no "
-               "QEMU binary in IVSHMEM_QEMU\n", ++test_count);
+        skip_rest("no QEMU binary in IVSHMEM_QEMU");
         return;
     }
     snprintf(log, sizeof(log), "%s/qemu-sealed.log", tmpdir);
-    if (server_start(&s, "--memfd", NULL)) {
+    if (started(server_start(&s, "--memfd", NULL), 1,
+                "two devices on a --memfd server")) {
         qemu_on_server(&s, log);
         check(wait_for_text(s.log, "peer 1 joined", 1) &&
               !strstr(slurp(log), "shrunk") &&
@@ -2716,7 +2759,7 @@ static void test_device_seal_warning(void)
         server_stop(&s);
     }
     snprintf(log, sizeof(log), "%s/qemu-posix.log", tmpdir);
-    if (server_start(&s, NULL)) {
+    if (started(server_start(&s, NULL), 1, "two devices on a -M server")) {
         qemu_on_server(&s, log);
         if (!check(count_lines_with(log, "can be shrunk by any process") == 1
                    && count_lines_with(log, "ivshmem_shm_shrinkable") == 2,
@@ -2887,40 +2930,47 @@ static int kill_leftovers(void)
     return left;
 }
 
+/*
+ * Every case with the number of checks it makes, whatever path it takes:
+ * the plan is printed first from this list, and a case that makes fewer
+ * (a server that did not start, an early return) fails the rest.
+ */
 static const struct {
     const char *name;
     void (*fn)(void);
+    int checks;
 } tests[] = {
-    { "sequences", test_sequences },
-    { "flat", test_join_leave_flat },
-    { "many", test_many_peers },
-    { "stuck", test_stuck_client },
-    { "args", test_bad_arguments },
-    { "sigterm", test_sigterm_cleanup },
-    { "big", test_big_regions },
-    { "socket", test_socket_path },
-    { "shmdir", test_shm_dir },
-    { "hugetlbfs", test_hugetlbfs },
-    { "fds", test_fd_exhaustion },
-    { "client", test_client_interop },
-    { "backpressure", test_unprivileged_backpressure },
-    { "deadline", test_setup_deadline },
-    { "hog", test_fd_hog },
-    { "storm", test_storm },
-    { "activation", test_socket_activation },
-    { "signals", test_signals_and_logging },
-    { "ownership", test_shm_ownership },
-    { "access", test_access_control },
-    { "options", test_options_hardening },
-    { "memfd", test_sealed_memfd },
-    { "device", test_device_seal_warning },
-    { "wrap", test_id_wrap },
+    { "sequences", test_sequences, 15 },
+    { "flat", test_join_leave_flat, 3 },
+    { "many", test_many_peers, 3 },
+    { "stuck", test_stuck_client, 6 },
+    { "args", test_bad_arguments, 12 },
+    { "sigterm", test_sigterm_cleanup, 4 },
+    { "big", test_big_regions, 3 },
+    { "socket", test_socket_path, 4 },
+    { "shmdir", test_shm_dir, 4 },
+    { "hugetlbfs", test_hugetlbfs, 6 },
+    { "fds", test_fd_exhaustion, 4 },
+    { "client", test_client_interop, 10 },
+    { "backpressure", test_unprivileged_backpressure, 4 },
+    { "deadline", test_setup_deadline, 6 },
+    { "hog", test_fd_hog, 4 },
+    { "storm", test_storm, 3 },
+    { "activation", test_socket_activation, 4 },
+    { "signals", test_signals_and_logging, 6 },
+    { "ownership", test_shm_ownership, 7 },
+    { "access", test_access_control, 7 },
+    { "options", test_options_hardening, 11 },
+    { "memfd", test_sealed_memfd, 5 },
+    { "device", test_device_seal_warning, 2 },
+    { "wrap", test_id_wrap, 1 },
 };
 
 int main(int argc, char **argv)
 {
     struct sigaction on_kill = { .sa_handler = kill_all_and_die };
-    size_t i;
+    size_t i, n_tests = sizeof(tests) / sizeof(tests[0]);
+    int plan = 1;               /* + the leftover check */
     char cmd[128];
 
     if (argc < 3) {
@@ -2941,15 +2991,38 @@ int main(int argc, char **argv)
     }
     /* servers and clients also run as unprivileged users */
     chmod(tmpdir, 01777);
-    for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+    /* the plan first: a case not selected is one skip */
+    for (i = 0; i < n_tests; i++) {
+        plan += argc > 3 && !strstr(tests[i].name, argv[3]) ? 1
+                : tests[i].checks;
+    }
+    printf("1..%d\n", plan);
+    for (i = 0; i < n_tests; i++) {
+        int made;
+
         if (argc > 3 && !strstr(tests[i].name, argv[3])) {
+            printf("ok %d - case %s (%d checks) # SKIP not selected by "
+                   "SERVER_TESTS=%s\n", ++test_count, tests[i].name,
+                   tests[i].checks, argv[3]);
             continue;
         }
         diag("--- %s", tests[i].name);
+        case_name = tests[i].name;
+        case_first = test_count;
+        case_planned = tests[i].checks;
         tests[i].fn();
+        made = test_count - case_first;
+        while (test_count - case_first < case_planned) {
+            check(false, "%s: check %d of %d never ran", case_name,
+                  test_count + 1 - case_first, case_planned);
+        }
+        if (made > case_planned) {
+            diag("case %s made %d checks, %d planned: update its count",
+                 case_name, made, case_planned);
+            failures++;
+        }
     }
     check(kill_leftovers() == 0, "no process a test started is left running");
-    printf("1..%d\n", test_count);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0) {
         diag("could not remove %s", tmpdir);

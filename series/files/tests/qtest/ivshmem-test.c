@@ -3027,7 +3027,19 @@ static void test_kvm_restart(void)
 
 /* The real server binary */
 
-/* Start $IVSHMEM_SERVER on @sock and @name (1M, 2 vectors), wait for it. */
+/* A failed assertion aborts the test: the server must not outlive it */
+static void real_server_kill(void *opaque)
+{
+    pid_t pid = GPOINTER_TO_INT(opaque);
+
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+/*
+ * Start $IVSHMEM_SERVER on @sock and @name (1M, 2 vectors), wait for it;
+ * it is killed if the test aborts before real_server_stop().
+ */
 static GPid real_server_spawn(const char *sock, const char *name,
                               const char *pidfile)
 {
@@ -3042,6 +3054,7 @@ static GPid real_server_spawn(const char *sock, const char *name,
     g_assert(g_shell_parse_argv(cmd, NULL, &argv, NULL));
     g_assert(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
                            NULL, NULL, &pid, NULL));
+    qtest_add_abrt_handler(real_server_kill, GINT_TO_POINTER(pid));
     end = g_get_monotonic_time() + WAIT_MS * 1000;
     while (access(sock, F_OK) != 0) {
         g_assert_cmpint(g_get_monotonic_time(), <, end);
@@ -3050,10 +3063,21 @@ static GPid real_server_spawn(const char *sock, const char *name,
     return pid;
 }
 
+/* SIGTERM, then SIGKILL after WAIT_MS: the wait is bounded */
 static void real_server_stop(GPid pid)
 {
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
     kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    while (waitpid(pid, NULL, WNOHANG) == 0) {
+        if (g_get_monotonic_time() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            break;
+        }
+        g_usleep(10000);
+    }
+    qtest_remove_abrt_handler(GINT_TO_POINTER(pid));
     g_spawn_close_pid(pid);
 }
 
@@ -3358,9 +3382,7 @@ static void test_real_server_hugetlbfs(void)
 
     guest_detach(&g2);
     guest_destroy(g);
-    kill(h.server, SIGTERM);
-    waitpid(h.server, NULL, 0);
-    g_spawn_close_pid(h.server);
+    real_server_stop(h.server);
     h.server = 0;
     unlink(plain);
     unlink(sock);
