@@ -259,7 +259,7 @@ static int dir_lookup(struct ivc_region *r, const char name[IVC_NAME_MAX],
             i--;                    /* someone claimed it: look again */
             continue;
         }
-        uint64_t o;
+        uint64_t o = 0;
         int ret = heap_alloc(r, ivc_block_bytes(ring_size), &o);
         if (ret < 0) {
             /* give the slot back: nothing was published */
@@ -345,8 +345,8 @@ int ivc_channel_open(struct ivc_region *r, const char *name,
     struct ivc_channel_opts o = { 0 };
     char padded[IVC_NAME_MAX];
     struct ivc_channel *ch;
-    uint32_t rs;
-    uint64_t off;
+    uint32_t rs = 0;
+    uint64_t off = 0;
     int ret;
 
     if (!r || !out || (side != IVC_SIDE_A && side != IVC_SIDE_B) ||
@@ -428,9 +428,17 @@ void ivc_channel_stats(struct ivc_channel *ch, struct ivc_stats *st)
     *st = ch->st;
 }
 
+/* Single writer: a plain increment, no locked instruction. */
+static inline void beat(struct ivc_channel *ch)
+{
+    atomic_store_explicit(&ch->me->heartbeat,
+        atomic_load_explicit(&ch->me->heartbeat, memory_order_relaxed) + 1,
+        memory_order_relaxed);
+}
+
 void ivc_heartbeat(struct ivc_channel *ch)
 {
-    atomic_fetch_add_explicit(&ch->me->heartbeat, 1, memory_order_relaxed);
+    beat(ch);
 }
 
 /* Ring the other side's doorbell, if it has one (address checked). */
@@ -599,6 +607,7 @@ int ivc_flush(struct ivc_channel *ch)
         return 0;
     atomic_store_explicit(&ch->tx.prod->head, new, memory_order_release);
     ch->tx_head = new;
+    beat(ch);
     /* Dekker with the consumer's arm: store head, fence, load wake_at. */
     atomic_thread_fence(memory_order_seq_cst);
     uint64_t evt = atomic_load_explicit(&ch->tx.cons->wake_at,
@@ -633,6 +642,7 @@ static void rx_publish_tail(struct ivc_channel *ch, uint64_t new)
 
     ch->rx_tail = new;
     atomic_store_explicit(&ch->rx.cons->tail, new, memory_order_release);
+    beat(ch);
     /* Dekker with the producer's arm for room: store tail, fence, load. */
     atomic_thread_fence(memory_order_seq_cst);
     uint64_t evt = atomic_load_explicit(&ch->rx.prod->space_at,
@@ -686,9 +696,10 @@ static int rx_next_record(struct ivc_channel *ch, uint64_t *pos, uint32_t *len)
         if (l > ch->max_msg || rec > contig || rec > avail)
             goto bad;
         if (tag != (uint32_t)ch->peer_epoch) {
-            ret = check_peer_epoch(ch);
-            if (ret < 0)
+            if (check_peer_epoch(ch) < 0) {
+                ret = -ECONNRESET;
                 goto out;   /* told once; the record is looked at again */
+            }
             if (tag != (uint32_t)ch->peer_epoch) {
                 ch->st.dropped_stale++;
                 t += rec;

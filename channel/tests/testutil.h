@@ -9,9 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static int t_n, t_fail;
+static int t_n __attribute__((unused)), t_fail __attribute__((unused));
 
-static void __attribute__((format(printf, 2, 3))) t_ok(int cond, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3), unused)) t_ok(int cond, const char *fmt, ...)
 {
     va_list ap;
 
