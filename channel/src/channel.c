@@ -812,6 +812,26 @@ int ivc_channel_arm(struct ivc_channel *ch)
 }
 
 /*
+ * The other side left (closed, left the server, heartbeat stopped) after
+ * we saw it up: reported once; a side that was never up since we
+ * attached (not started yet, or left before) is waited for.
+ */
+static bool peer_departed(struct ivc_channel *ch)
+{
+    int ps = ivc_peer_state(ch);
+
+    if (ps == IVC_PEER_UP) {
+        ch->peer_was_up = true;
+        return false;
+    }
+    if ((ps == IVC_PEER_GONE || ps == IVC_PEER_LEFT) && ch->peer_was_up) {
+        ch->peer_was_up = false;
+        return true;
+    }
+    return false;
+}
+
+/*
  * One wait: @send false waits for a message, true for @need bytes of room.
  * Spin (up to the budget), then arm the event index, re-check, sleep.
  */
@@ -847,8 +867,7 @@ static int wait_common(struct ivc_channel *ch, bool send, uint64_t need,
                 break;
             if ((i & 0xfffff) == 0) {
                 ivc_heartbeat(ch);
-                int ps = ivc_peer_state(ch);
-                if (ps == IVC_PEER_GONE || ps == IVC_PEER_LEFT)
+                if (peer_departed(ch))
                     return -EPIPE;
             }
         }
@@ -866,8 +885,7 @@ static int wait_common(struct ivc_channel *ch, bool send, uint64_t need,
         if (READY())
             return 0;
         ivc_heartbeat(ch);
-        int ps = ivc_peer_state(ch);
-        if (ps == IVC_PEER_GONE || ps == IVC_PEER_LEFT)
+        if (peer_departed(ch))
             return -EPIPE;
         now = ivc_now_ns();
         if (now >= deadline)

@@ -117,6 +117,7 @@ struct ivc_region {
     int vec_fd[IVC_MAX_VEC];        /* own vectors: readable when rung */
     struct ivc_peer **peers;        /* server/local: IVC_MAX_PEERS slots */
     bool server_gone;
+    bool borrowed;                  /* base is the caller's mapping */
 };
 
 struct ivc_side_ring {              /* this side's view of one ring */

@@ -54,7 +54,7 @@ void ivc_region_close(struct ivc_region *r)
 {
     if (!r)
         return;
-    if (r->base)
+    if (r->base && !r->borrowed)
         munmap(r->base, r->size);
     for (unsigned i = 0; i < IVC_MAX_VEC; i++)
         if (r->vec_fd[i] >= 0 && r->vec_fd[i] != r->dev_fd)
@@ -137,6 +137,29 @@ int ivc_region_open_fd(int fd, uint64_t size, unsigned flags,
 fail:
     ivc_region_close(r);
     return ret;
+}
+
+int ivc_region_attach_mem(void *base, uint64_t size, unsigned flags,
+                          struct ivc_region **out)
+{
+    struct ivc_region *r;
+    int ret;
+
+    if (!base || !size || !out)
+        return -EINVAL;
+    r = ivc_region_alloc();
+    if (!r)
+        return -ENOMEM;
+    r->base = base;
+    r->size = size;
+    r->borrowed = true;
+    ret = ivc_layout_attach(r, flags);
+    if (ret < 0) {
+        ivc_region_close(r);
+        return ret;
+    }
+    *out = r;
+    return 0;
 }
 
 int ivc_region_open_path(const char *path, uint64_t size, unsigned flags,

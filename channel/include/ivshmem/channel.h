@@ -115,6 +115,14 @@ int ivc_region_connect(const char *path, unsigned vectors, unsigned flags,
 int ivc_region_open_device(const char *path, unsigned flags,
                            struct ivc_region **out);
 
+/*
+ * ivc_region_attach_mem - use memory the caller has mapped already (a UIO
+ * or VFIO mapping, a test buffer) as a plain region; the caller keeps the
+ * mapping, ivc_region_close() does not unmap it.
+ */
+int ivc_region_attach_mem(void *base, uint64_t size, unsigned flags,
+                          struct ivc_region **out);
+
 /* ivc_region_close - unmap, close every descriptor, free.  NULL is a no-op. */
 void ivc_region_close(struct ivc_region *r);
 
