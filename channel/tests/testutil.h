@@ -32,7 +32,7 @@ static void __attribute__((format(printf, 2, 3), unused)) t_ok(int cond, const c
 
 #define DIE(...) do { fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); exit(2); } while (0)
 
-static int t_memfd(size_t size)
+static int __attribute__((unused)) t_memfd(size_t size)
 {
     int fd = memfd_create("ivc-test", MFD_CLOEXEC);
 
@@ -41,7 +41,7 @@ static int t_memfd(size_t size)
     return fd;
 }
 
-static uint32_t t_crc(const void *p, size_t n)   /* FNV-1a, enough to catch corruption */
+static uint32_t __attribute__((unused)) t_crc(const void *p, size_t n)   /* FNV-1a, enough to catch corruption */
 {
     const unsigned char *b = p;
     uint32_t h = 2166136261u;
