@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Build the ivshmem test guest: Debian's kernel, busybox, the uio modules,
-# our driver and ivshmem-guest, packed as an initramfs.  Packages are
+# our driver and ivshmem-guest (and the channel library's examples as
+# ivc-pingpong, ivc-stream, ivc-hostguest), packed as an initramfs.  Packages are
 # fetched with apt-get download and unpacked with dpkg -x into a cache;
 # nothing is installed system-wide.  The image is cached under a key of
 # all its inputs and rebuilt only when one changes.  Prints the image
@@ -111,7 +112,9 @@ kdir=$root/usr/src/linux-headers-$kabi
 # 2. The cache key: package versions and every source file of the image.
 key=$( (printf '%s\n' "${pkgs[@]}"
         cd "$top" && sha256sum guest/image.sh guest/init guest/driver/* \
-                                guest/tool/*.c) | sha256sum | cut -c1-16)
+                                guest/tool/*.c channel/src/* \
+                                channel/include/ivshmem/* channel/examples/*) |
+      sha256sum | cut -c1-16)
 img=$cache/image-$key
 if [ -z "${GUEST_BUILD_ONLY:-}" ] && [ -f "$img/.done" ]; then
     echo "$img"
@@ -153,6 +156,13 @@ if [ -n "${GUEST_BUILD_ONLY:-}" ]; then
 fi
 gcc -static -O2 -Wall -o "$build/ivshmem-guest" \
     "$top/guest/tool/ivshmem-guest.c"
+# The channel library's examples (channel/), for its end-to-end tests.
+for ex in pingpong stream hostguest; do
+    gcc -static -O2 -Wall -std=gnu11 -D_GNU_SOURCE -I"$top/channel/include" \
+        -I"$top/channel/src" -I"$top/guest/driver" -o "$build/ivc-$ex" \
+        "$top/channel/examples/$ex.c" "$top/channel/src/channel.c" \
+        "$top/channel/src/transport.c" -lpthread
+done
 
 # 4. Assemble the initramfs reproducibly (sorted, fixed owner and time).
 rd=$build/initramfs
@@ -161,7 +171,7 @@ mkdir -p "$rd"/{bin,dev,proc,sys,tmp} "$mods"
 strip --strip-debug "$build/ivshmem.ko"
 strip --strip-debug "$build/nozap/ivshmem.ko"
 cp "$root/bin/busybox" "$rd/bin/busybox"
-cp "$build/ivshmem-guest" "$rd/bin/"
+cp "$build/ivshmem-guest" "$build"/ivc-* "$rd/bin/"
 install -m 0755 "$top/guest/init" "$rd/init"
 # Newer Debian kernels ship compressed modules; busybox insmod wants them
 # plain.
