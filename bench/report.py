@@ -537,6 +537,16 @@ def rate_section(summ):
     return lines
 
 
+
+def rows_by_round(per, variants, cell):
+    """(round, [cell of each side's run of that round, '-' if none])."""
+    reps = sorted({r['rep'] for v in variants for r in per.get(v, [])
+                   if 'rep' in r})
+    for rep in reps:
+        runs = [[x for x in per.get(v, []) if x.get('rep') == rep]
+                for v in variants]
+        yield rep, [cell(r[0]) if r else '-' for r in runs]
+
 def per_run_section(res, summ):
     variants = summ['variants']
     lines = ['## Every run', '',
@@ -549,22 +559,12 @@ def per_run_section(res, summ):
     if res.get('polling'):
         sets.append(('polling', res['polling']))
     for t, per in sets:
-        reps = sorted({r['rep'] for v in variants for r in per.get(v, [])
-                       if 'rep' in r})
-        for rep in reps:
-            cells = []
-            for v in variants:
-                r = [x for x in per.get(v, []) if x.get('rep') == rep]
-                if not r:
-                    cells.append('-')
-                elif not r[0].get('ok'):
-                    cells.append('FAILED (lost %d)' % r[0].get('lost', 0))
-                else:
-                    cells.append('%s / %s (%s%s)' % (
-                        us(r[0]['p50']), us(r[0]['p99']),
-                        fmt(r[0].get('load')),
-                        ' to ' + fmt(r[0]['load_end'])
-                        if 'load_end' in r[0] else ''))
+        for rep, cells in rows_by_round(per, variants, lambda r: (
+                'FAILED (lost %d)' % r.get('lost', 0) if not r.get('ok') else
+                '%s / %s (%s%s)' % (us(r['p50']), us(r['p99']),
+                                    fmt(r.get('load')),
+                                    ' to ' + fmt(r['load_end'])
+                                    if 'load_end' in r else ''))):
             lines.append('| %s | %d | %s |' % (
                 CONFIG_NAMES.get(t, t), rep, ' | '.join(cells)))
     lines.append('')
@@ -577,22 +577,11 @@ def per_run_section(res, summ):
                   ' | '.join(variants) + ' |',
                   '|---|---|---:|' + '---:|' * len(variants)]
     for k, t, per in rates:
-        reps = sorted({r['rep'] for v in variants for r in per.get(v, [])
-                       if 'rep' in r})
-        for rep in reps:
-            cells = []
-            for v in variants:
-                r = [x for x in per.get(v, []) if x.get('rep') == rep]
-                if not r:
-                    cells.append('-')
-                elif not r[0].get('ok'):
-                    cells.append('FAILED%s' % (
-                        ' (lost %d)' % r[0]['lost'] if r[0].get('lost')
-                        else ''))
-                else:
-                    cells.append('%s (%s to %s)' % (
-                        rate(r[0]['per_s']), fmt(r[0].get('load')),
-                        fmt(r[0].get('load_end'))))
+        for rep, cells in rows_by_round(per, variants, lambda r: (
+                'FAILED%s' % (' (lost %d)' % r['lost'] if r.get('lost')
+                              else '') if not r.get('ok') else
+                '%s (%s to %s)' % (rate(r['per_s']), fmt(r.get('load')),
+                                   fmt(r.get('load_end'))))):
             lines.append('| %s | %s | %d | %s |' % (
                 k, CONFIG_NAMES.get(t, t), rep, ' | '.join(cells)))
     if rates:
