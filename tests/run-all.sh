@@ -24,7 +24,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     rm -rf "$san_logs"
     mkdir -p "$san_logs"
     export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:detect_leaks=1}
-    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:suppressions=$top/tests/ubsan.supp}
 else
     export QEMU_BUILD=$QEMU_WORK/build
     logs=$top/out/test-logs
