@@ -6,11 +6,26 @@
 #include "qemu/bswap.h"
 #include "qemu/ivshmem-proto.h"
 
+/*
+ * A peer's fds array grows with the fds actually kept, never beyond
+ * max_vectors: a server that announces many peers makes the decoder hold
+ * memory in proportion to the fds it sent (which RLIMIT_NOFILE bounds),
+ * not to peers times the vectors the guest was configured with.
+ */
 typedef struct IvshmemProtoPeer {
     uint32_t nvectors;          /* vector fds kept, at most max_vectors */
     uint32_t received;          /* vector fds the server sent, kept or not */
-    int fds[];
+    uint32_t capacity;          /* length of fds */
+    int *fds;
 } IvshmemProtoPeer;
+
+static void free_peer(gpointer data)
+{
+    IvshmemProtoPeer *peer = data;
+
+    g_free(peer->fds);
+    g_free(peer);
+}
 
 void ivshmem_proto_encode(int64_t value, uint8_t buf[IVSHMEM_MSG_SIZE])
 {
@@ -28,7 +43,7 @@ void ivshmem_proto_init(IvshmemProto *p, uint32_t max_vectors,
     *p = (IvshmemProto) {
         .state = IVSHMEM_PROTO_WAIT_VERSION,
         .max_vectors = MIN(max_vectors, IVSHMEM_MAX_VECTORS),
-        .peers = g_hash_table_new_full(NULL, NULL, NULL, g_free),
+        .peers = g_hash_table_new_full(NULL, NULL, NULL, free_peer),
         .action = action,
         .opaque = opaque,
     };
@@ -77,7 +92,7 @@ static bool add_vector(IvshmemProto *p, uint16_t id, int fd, Error **errp)
     IvshmemProtoPeer *peer = lookup(p, id);
 
     if (!peer) {
-        peer = g_malloc0(sizeof(*peer) + p->max_vectors * sizeof(int));
+        peer = g_new0(IvshmemProtoPeer, 1);
         g_hash_table_insert(p->peers, GUINT_TO_POINTER(id), peer);
     }
     peer->received++;
@@ -94,6 +109,10 @@ static bool add_vector(IvshmemProto *p, uint16_t id, int fd, Error **errp)
             g_hash_table_remove(p->peers, GUINT_TO_POINTER(id));
         }
         return false;
+    }
+    if (peer->nvectors == peer->capacity) {
+        peer->capacity = MIN(MAX(peer->capacity * 2, 4), p->max_vectors);
+        peer->fds = g_renew(int, peer->fds, peer->capacity);
     }
     peer->fds[peer->nvectors++] = fd;
     return true;

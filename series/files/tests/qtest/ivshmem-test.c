@@ -2872,6 +2872,75 @@ static void test_server_4000_peers(void)
     run_many_peers("", 4000, false);
 }
 
+/* Field @name of /proc/@pid/status, in KiB */
+static long proc_status_kib(pid_t pid, const char *name)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/status", pid);
+    g_autofree char *text = NULL;
+    g_autofree char *key = g_strdup_printf("\n%s:", name);
+    const char *p, *end;
+    long kib;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    p = strstr(text, key);
+    g_assert_nonnull(p);
+    p += strlen(key);
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    g_assert_cmpint(qemu_strtol(p, &end, 10, &kib), ==, 0);
+    return kib;
+}
+
+/*
+ * What QEMU holds once a bulk server announced @npeers peers (one vector
+ * each) to a device with @vectors vectors: @rss and @data in KiB.
+ */
+static void peers_footprint(int npeers, int vectors, long *rss, long *data)
+{
+    BulkServer *bs = bulk_server_start(npeers);
+    QTestState *qts;
+    pid_t pid;
+
+    g_assert_nonnull(bs);
+    qts = qtest_initf("-M pc -S -chardev socket,id=c,path=%s "
+                      "-device ivshmem-doorbell,chardev=c,vectors=%d,addr=%d",
+                      bs->path, vectors, SLOT);
+    pid = qtest_pid(qts);
+    /* realize completed the setup: every peer's fd is in QEMU */
+    g_assert_cmpint(count_fds(pid), >, npeers);
+    *rss = proc_status_kib(pid, "VmRSS");
+    *data = proc_status_kib(pid, "VmData");
+    g_test_message("%d peers, vectors=%d: VmRSS %ld KiB, VmData %ld KiB",
+                   npeers, vectors, *rss, *data);
+    qtest_quit(qts);
+    bulk_server_stop(bs);
+}
+
+/*
+ * A server sizes QEMU's memory only by the fds it actually sends: 4000
+ * peers announced with one vector each cost a device with vectors=2048
+ * (the most MSI-X allows) no more than one with vectors=1.  Per-peer
+ * arrays of 'vectors' entries would cost 4000 * 2048 * 4 bytes = 32 MiB.
+ */
+static void test_server_peer_memory(void)
+{
+    const int npeers = 4000;
+    struct rlimit rl;
+    long rss1, data1, rss2048, data2048;
+
+    g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &rl), ==, 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < npeers + 512) {
+        g_test_skip("RLIMIT_NOFILE too low for this many peers");
+        return;
+    }
+    peers_footprint(npeers, 1, &rss1, &data1);
+    peers_footprint(npeers, 2048, &rss2048, &data2048);
+    /* 8 MiB: MSI-X state of 2048 vectors and noise, a quarter of 32 MiB */
+    g_assert_cmpint(data2048 - data1, <, 8 * 1024);
+    g_assert_cmpint(rss2048 - rss1, <, 8 * 1024);
+}
+
 /* Wait up to @ms for vector @vector's PBA bit to clear */
 static bool wait_not_pending(Guest *g, int vector, int ms)
 {
@@ -3521,6 +3590,7 @@ int main(int argc, char **argv)
     qtest_add_data_func("/ivshmem/server/confined/chroot-sandbox",
                         "chroot sandbox", test_server_confined);
     qtest_add_func("/ivshmem/server/4000-peers", test_server_4000_peers);
+    qtest_add_func("/ivshmem/server/peer-memory", test_server_peer_memory);
     qtest_add_func("/ivshmem/server/16bit-vector", test_server_16bit_vector);
     qtest_add_func("/ivshmem/server/masked-pending",
                    test_server_masked_pending);
