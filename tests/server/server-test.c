@@ -1113,7 +1113,7 @@ static void test_bad_arguments(void)
                    "-M", name, NULL);
     expect_refusal("-l junk", "-l junk", "-F", "-S", sock, "-l", "junk",
                    NULL);
-    expect_refusal("-n 0", "-n 0", "-F", "-S", sock, "-n", "0", NULL);
+    expect_refusal("-n -1", "-n -1", "-F", "-S", sock, "-n", "-1", NULL);
     expect_refusal("--vectors 70000", "-n 70000", "-F", "--socket", sock,
                    "--vectors", "70000", NULL);
     expect_refusal("-M with -m", "mutually exclusive", "-F", "-S", sock,

@@ -106,7 +106,7 @@ static void usage(FILE *out, const char *prog)
 "\n"
 "Peers:\n"
 "  -n, --vectors N         interrupt vectors (eventfds) per peer,\n"
-"                          1..%d (default 1)\n"
+"                          0..%d (default 1; 0: shared memory only)\n"
 "      --max-peers N       refuse clients beyond N peers (default: what\n"
 "                          RLIMIT_NOFILE allows, N x (vectors + 1) fds)\n"
 "  -q, --queue-limit N     messages a client may leave unread beyond its\n"
@@ -243,7 +243,8 @@ static bool parse_option(int c, const char *arg, ServerOptions *o,
     case 'l':
         return parse_size(arg, &o->size, errp);
     case 'n':
-        if (!parse_count("-n", arg, 1, MAX_DEVICE_VECTORS, &val, errp)) {
+        /* 0 as QEMU 10.0.2's server: peers share memory, no doorbells */
+        if (!parse_count("-n", arg, 0, MAX_DEVICE_VECTORS, &val, errp)) {
             error_append_hint(errp, "QEMU devices use at most %d vectors\n",
                               MAX_DEVICE_VECTORS);
             return false;
@@ -384,11 +385,12 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         o->socket_mode = o->socket_group == (gid_t)-1 ? 0600 : 0660;
     }
     if (!o->queue_limit) {
-        o->queue_limit = (size_t)IVSHMEM_SERVER_QUEUE_PER_VECTOR * o->nvectors;
+        o->queue_limit = (size_t)IVSHMEM_SERVER_QUEUE_PER_VECTOR *
+                         MAX(o->nvectors, 1);
     }
     if (!o->queue_fds) {
         o->queue_fds = (size_t)IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR *
-                       o->nvectors;
+                       MAX(o->nvectors, 1);
     }
     return true;
 }

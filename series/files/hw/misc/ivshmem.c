@@ -78,6 +78,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(IvshmemState, IVSHMEM_COMMON)
 #define IVSHMEM_MAX_MSIX        2048        /* PCI_MSIX_FLAGS_QSIZE + 1 */
 #define IVSHMEM_SETUP_TIMEOUT_MS 5000       /* the whole of a setup */
 #define IVSHMEM_VECTOR_GAP_MS   200         /* pause ending a short own list */
+#define IVSHMEM_NO_VECTOR_GAP_MS 500        /* pause meaning "-n 0" */
 /*
  * KVM ioeventfds per device.  KVM's MMIO bus holds about 1000 for the
  * whole VM (NR_IOBUS_DEVS), and QEMU aborts when an add fails, so a guest
@@ -788,6 +789,35 @@ static bool ivshmem_own_vectors_complete(IvshmemState *s,
     return own >= s->vectors || (p->peer_vectors && own >= p->peer_vectors);
 }
 
+/*
+ * A server that hands out no vectors at all (ivshmem-server -n 0, which
+ * QEMU 10.0.2's server accepts) sends nothing after the shared memory.
+ * Nothing can say so on the wire: a pause of IVSHMEM_NO_VECTOR_GAP_MS
+ * after the last message, with no vector fd received for any peer, ends
+ * the setup with no own vectors.  Should a slow server send vectors after
+ * all, they are wired as they come, as after any setup.
+ */
+static bool ivshmem_no_vectors_yet(const IvshmemProto *p)
+{
+    return p->state == IVSHMEM_PROTO_RUNNING && !p->peer_vectors &&
+           !ivshmem_proto_peer_received(p, p->own_id);
+}
+
+/*
+ * A peer leaving that was never announced: with no vectors, that is every
+ * peer, so from such a server it is no error.
+ */
+static bool ivshmem_stray_leave(const IvshmemProto *p, int fd)
+{
+    return fd < 0 && ivshmem_no_vectors_yet(p);
+}
+
+/* May a setup end without more messages, now that they paused? */
+static bool ivshmem_setup_may_end(const IvshmemProto *p)
+{
+    return ivshmem_own_vectors_started(p) || ivshmem_no_vectors_yet(p);
+}
+
 /* When a setup that started at @deadline - timeout should be looked at */
 static int64_t ivshmem_setup_wake_time(const IvshmemProto *p,
                                        int64_t last_msg, int64_t deadline)
@@ -795,12 +825,28 @@ static int64_t ivshmem_setup_wake_time(const IvshmemProto *p,
     if (ivshmem_own_vectors_started(p)) {
         return MIN(deadline, last_msg + IVSHMEM_VECTOR_GAP_MS);
     }
+    if (ivshmem_no_vectors_yet(p)) {
+        return MIN(deadline, last_msg + IVSHMEM_NO_VECTOR_GAP_MS);
+    }
     return deadline;
 }
 
 static const char *ivshmem_chardev_name(IvshmemState *s)
 {
     return qemu_chr_fe_get_driver(&s->server)->label;
+}
+
+/* A setup ended with no vector for this peer: say what the guest lacks. */
+static void ivshmem_warn_no_vectors(IvshmemState *s, const IvshmemProto *p)
+{
+    if (ivshmem_proto_peer_received(p, p->own_id)) {
+        return;
+    }
+    warn_report("ivshmem '%s': the ivshmem server (chardev '%s') hands out "
+                "no interrupt vectors (was it started with -n 0?): peer %u "
+                "has shared memory only, its doorbells go nowhere and none "
+                "of its %u vectors fires", ivshmem_id(s),
+                ivshmem_chardev_name(s), p->own_id, s->vectors);
 }
 
 /* What a setup that ran out of time had received, for the error */
@@ -959,7 +1005,8 @@ static void ivshmem_next_timeout(void *opaque)
     if (!s->next) {
         return;
     }
-    if (ivshmem_own_vectors_started(s->next)) {
+    if (ivshmem_setup_may_end(s->next)) {
+        ivshmem_warn_no_vectors(s, s->next);
         ivshmem_next_adopt(s);  /* fewer own vectors than configured */
         return;
     }
@@ -970,6 +1017,7 @@ static void ivshmem_next_timeout(void *opaque)
 static void ivshmem_next_feed(IvshmemState *s, int64_t value, int fd)
 {
     bool in_setup = s->next->state != IVSHMEM_PROTO_RUNNING;
+    bool stray = ivshmem_stray_leave(s->next, fd);
     Error *err = NULL;
 
     if (!ivshmem_proto_feed(s->next, value, fd, &err)) {
@@ -977,7 +1025,11 @@ static void ivshmem_next_feed(IvshmemState *s, int64_t value, int fd)
             ivshmem_next_refuse(s, err);
             return;
         }
-        warn_report_err(err);
+        if (stray) {
+            error_free(err);
+        } else {
+            warn_report_err(err);
+        }
     }
     if (ivshmem_own_vectors_complete(s, s->next)) {
         ivshmem_next_adopt(s);
@@ -1002,6 +1054,9 @@ static void ivshmem_setup_complete(IvshmemState *s)
 
 static void ivshmem_setup_feed(IvshmemState *s, int64_t value, int fd)
 {
+    Error *err = NULL;
+    bool stray;
+
     if (s->setup_err) {
         if (fd >= 0) {
             close(fd);
@@ -1010,8 +1065,16 @@ static void ivshmem_setup_feed(IvshmemState *s, int64_t value, int fd)
     }
     trace_ivshmem_setup_msg(value, fd);
     s->setup_last_msg = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    if (ivshmem_proto_feed(&s->proto, value, fd, &s->setup_err) &&
-        ivshmem_own_vectors_complete(s, &s->proto)) {
+    stray = ivshmem_stray_leave(&s->proto, fd);
+    if (!ivshmem_proto_feed(&s->proto, value, fd, &err)) {
+        if (stray) {
+            error_free(err);
+        } else {
+            s->setup_err = err;
+        }
+        return;
+    }
+    if (ivshmem_own_vectors_complete(s, &s->proto)) {
         ivshmem_setup_complete(s);
     }
 }
@@ -1075,6 +1138,7 @@ static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
     IvshmemState *s = opaque;
     Error *err = NULL;
     int64_t value;
+    bool stray;
     int fd;
 
     if (!ivshmem_msg_collect(s, buf, size, &value, &fd)) {
@@ -1086,8 +1150,13 @@ static void ivshmem_server_receive(void *opaque, const uint8_t *buf, int size)
         ivshmem_setup_feed(s, value, fd);
         break;
     case IVSHMEM_SESSION_LIVE:
+        stray = ivshmem_stray_leave(&s->proto, fd);
         if (!ivshmem_proto_feed(&s->proto, value, fd, &err)) {
-            warn_report_err(err);
+            if (stray) {
+                error_free(err);
+            } else {
+                warn_report_err(err);
+            }
         }
         break;
     case IVSHMEM_SESSION_JOINING:
@@ -1186,7 +1255,8 @@ static bool ivshmem_server_setup(IvshmemState *s, Error **errp)
         wake = ivshmem_setup_wake_time(&s->proto, s->setup_last_msg,
                                        deadline);
         if (now >= wake) {
-            if (ivshmem_own_vectors_started(&s->proto)) {
+            if (ivshmem_setup_may_end(&s->proto)) {
+                ivshmem_warn_no_vectors(s, &s->proto);
                 ivshmem_setup_complete(s);  /* fewer vectors than wanted */
             } else {
                 ivshmem_setup_expired(s, &s->proto, &s->setup_err);

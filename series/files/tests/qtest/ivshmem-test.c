@@ -3106,16 +3106,16 @@ static void real_server_kill(void *opaque)
 }
 
 /*
- * Start $IVSHMEM_SERVER on @sock and @name (1M, 2 vectors), wait for it;
- * it is killed if the test aborts before real_server_stop().
+ * Start $IVSHMEM_SERVER on @sock and @name (1M, @nvectors vectors), wait
+ * for it; it is killed if the test aborts before real_server_stop().
  */
-static GPid real_server_spawn(const char *sock, const char *name,
-                              const char *pidfile)
+static GPid real_server_spawn_n(const char *sock, const char *name,
+                                const char *pidfile, int nvectors)
 {
-    g_autofree char *cmd = g_strdup_printf("%s -F -S %s -M %s -l 1M -n 2 "
+    g_autofree char *cmd = g_strdup_printf("%s -F -S %s -M %s -l 1M -n %d "
                                            "-p %s",
                                            g_getenv("IVSHMEM_SERVER"), sock,
-                                           name, pidfile);
+                                           name, nvectors, pidfile);
     g_auto(GStrv) argv = NULL;
     gint64 end;
     GPid pid;
@@ -3130,6 +3130,12 @@ static GPid real_server_spawn(const char *sock, const char *name,
         g_usleep(10000);
     }
     return pid;
+}
+
+static GPid real_server_spawn(const char *sock, const char *name,
+                              const char *pidfile)
+{
+    return real_server_spawn_n(sock, name, pidfile, 2);
 }
 
 /* SIGTERM, then SIGKILL after WAIT_MS: the wait is bounded */
@@ -3148,6 +3154,127 @@ static void real_server_stop(GPid pid)
     }
     qtest_remove_abrt_handler(GINT_TO_POINTER(pid));
     g_spawn_close_pid(pid);
+}
+
+/*
+ * A server that hands out no vectors (ivshmem-server -n 0, which QEMU
+ * 10.0.2's server accepts and stock QEMU starts against): the device
+ * starts with a warning, shares the memory, and takes doorbells and peers
+ * leaving that were never announced as the no-ops they are.
+ */
+static const Script no_vectors_script = {
+    "no-vectors", { { 0, FD_NONE }, { 3, FD_NONE }, { -1, FD_SHM },
+                    { 7, FD_NONE } }, 4, false, NULL,
+};
+
+static void no_vectors_check_guest(Guest *g, uint32_t *host, int peer)
+{
+    int v;
+
+    g_assert_true(g->msix);
+    g_assert_cmpuint(qpci_msix_table_size(g->dev), ==, 2);
+    host[0] = 0x600d0000 + peer;
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 0), ==, 0x600d0000 + peer);
+    qpci_io_writel(g->dev, g->bar2, 4, 0xbeef);
+    g_assert_cmphex(host[1], ==, 0xbeef);
+    for (v = 0; v < 2; v++) {
+        msix_program(g, v, false);
+        ring(g, peer, v);       /* a peer with no vectors: ignored */
+    }
+    g_usleep(100 * 1000);
+    for (v = 0; v < 2; v++) {
+        g_assert_false(msi_fired(g, v));
+    }
+}
+
+static void test_server_no_vectors(void)
+{
+    g_autofree char *path = tmp_path("novec.sock");
+    ScriptServer ss = { .listen_fd = listen_unix(path),
+                        .script = &no_vectors_script };
+    GThread *t = g_thread_new("script", script_thread, &ss);
+    g_autofree char *args = g_strdup_printf("-chardev socket,id=c,path=%s "
+                                            "-device ivshmem-doorbell,"
+                                            "chardev=c,vectors=2,id=nv",
+                                            path);
+    g_autofree char *sock = tmp_path("novec-real.sock");
+    g_autofree char *pidfile = tmp_path("novec-real.pid");
+    g_autofree char *name = shm_name("novec");
+    FakeServer *srv;
+    uint32_t *host;
+    char *err = NULL;
+    Guest *a, *b;
+    int status, local, fd;
+    gint64 start;
+    GPid pid;
+
+    /* version, ID 3, memory, peer 7 (never announced) leaves; then quiet */
+    start = g_get_monotonic_time();
+    status = run_qemu_quit(args, &err);
+    g_test_message("QEMU quit after %" PRId64 " ms",
+                   (g_get_monotonic_time() - start) / 1000);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_assert_nonnull(strstr(err, "warning: ivshmem 'nv': the ivshmem server "
+                            "(chardev 'c') hands out no interrupt vectors "
+                            "(was it started with -n 0?): peer 3 has shared "
+                            "memory only"));
+    g_assert_null(strstr(err, "unknown peer"));
+    g_free(err);
+    g_thread_join(t);
+    close(ss.listen_fd);
+    unlink(path);
+
+    /* a fake server with 0 vectors and a local peer 0 */
+    srv = server_start(1 * MiB, 0, 0);
+    server_join(srv, -1);
+    host = map_fd(srv->shm_fd, 1 * MiB);
+    a = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem-doorbell,chardev=c,vectors=2,addr=%d",
+                    srv->path, SLOT);
+    g_assert_cmpuint(reg_read(a, REG_IV_POSITION), ==, 1);
+    no_vectors_check_guest(a, host, 0);
+    /* a peer joins and leaves: QEMU was never told of it, nor hurt */
+    fd = count_fds(qtest_pid(a->qts));
+    local = server_join(srv, -1);
+    server_leave(srv, local);
+    g_usleep(100 * 1000);
+    g_assert_cmpuint(reg_read(a, REG_IV_POSITION), ==, 1);
+    g_assert_cmpint(count_fds(qtest_pid(a->qts)), ==, fd);
+    guest_destroy(a);
+    munmap(host, 1 * MiB);
+    server_stop(srv);
+
+    /* the real server with -n 0: two QEMUs share its memory */
+    if (!g_getenv("IVSHMEM_SERVER")) {
+        g_test_skip("IVSHMEM_SERVER is not set: real server part not run");
+        return;
+    }
+    pid = real_server_spawn_n(sock, name, pidfile, 0);
+    a = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem-doorbell,chardev=c,vectors=2,addr=%d", sock,
+                    SLOT);
+    b = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem-doorbell,chardev=c,vectors=2,addr=%d", sock,
+                    SLOT);
+    g_assert_cmpuint(reg_read(a, REG_IV_POSITION), ==, 0);
+    g_assert_cmpuint(reg_read(b, REG_IV_POSITION), ==, 1);
+    qpci_io_writel(a->dev, a->bar2, 0x40, 0x11223344);
+    g_assert_cmphex(qpci_io_readl(b->dev, b->bar2, 0x40), ==, 0x11223344);
+    fd = shm_open(name, O_RDWR, 0);
+    g_assert_cmpint(fd, >=, 0);
+    host = map_fd(fd, 1 * MiB);
+    close(fd);
+    no_vectors_check_guest(a, host, 1);
+    /* b leaves: a hears of a peer it never knew, and carries on */
+    guest_destroy(b);
+    g_usleep(200 * 1000);
+    g_assert_cmpuint(reg_read(a, REG_IV_POSITION), ==, 0);
+    guest_destroy(a);
+    munmap(host, 1 * MiB);
+    real_server_stop(pid);
+    shm_unlink(name);
+    unlink(pidfile);
+    unlink(sock);
 }
 
 /*
@@ -3644,6 +3771,7 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/kvm/restart", test_kvm_restart);
     qtest_add_func("/ivshmem/kvm/4000-peers", test_kvm_4000_peers);
     qtest_add_func("/ivshmem/real-server", test_real_server);
+    qtest_add_func("/ivshmem/server/no-vectors", test_server_no_vectors);
     qtest_add_func("/ivshmem/real-server-restart", test_real_server_restart);
     qtest_add_func("/ivshmem/real-server-hugetlbfs",
                    test_real_server_hugetlbfs);
