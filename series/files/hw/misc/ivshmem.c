@@ -80,10 +80,23 @@ OBJECT_DECLARE_SIMPLE_TYPE(IvshmemState, IVSHMEM_COMMON)
 #define IVSHMEM_VECTOR_GAP_MS   200         /* pause ending a short own list */
 #define IVSHMEM_NO_VECTOR_GAP_MS 500        /* pause meaning "-n 0" */
 /*
- * KVM ioeventfds per device.  KVM's MMIO bus holds about 1000 for the
- * whole VM (NR_IOBUS_DEVS), and QEMU aborts when an add fails, so a guest
- * that meets thousands of peers must not take one per peer vector.  The
- * rest are rung by the register handler, which is O(1) per doorbell.
+ * Peer vectors per device that get an ioeventfd.  KVM does not count
+ * ioeventfds against its I/O bus limit (NR_IOBUS_DEVS, about 1000:
+ * kvm_io_bus_register_dev() leaves them to the descriptor limit), but
+ * each one costs on every path that touches them:
+ * - a doorbell: KVM finds the Doorbell address by binary search, then
+ *   tries the datamatch of its ioeventfds one by one; without KVM (TCG,
+ *   qtest) QEMU's memory core scans the region's ioeventfds linearly on
+ *   every write to BAR0, in the vCPU thread;
+ * - adding or removing one: QEMU re-sorts the region's list and commits
+ *   a memory transaction that rebuilds each address space's ioeventfd
+ *   list (O(all ioeventfds), so O(n^2) for n), and KVM copies its bus
+ *   array and waits for an SRCU grace period (QEMU aborts if KVM refuses
+ *   one);
+ * - each holds kernel memory and a reference to the peer's eventfd,
+ *   bounded by nothing but the descriptor limit.
+ * A guest that meets thousands of peers must not take one per peer
+ * vector: the others are rung by the register handler, O(1) per doorbell.
  */
 #define IVSHMEM_IOEVENTFD_BUDGET 256
 
@@ -1628,7 +1641,8 @@ static const char *const ivshmem_descr_ioeventfd =
     "deliver doorbell writes straight to the peer's eventfd";
 static const char *const ivshmem_descr_ioeventfd_budget =
     "with ioeventfd=on, at most this many peer vectors get an ioeventfd "
-    "(KVM has about 1000 per VM); the others are rung by QEMU";
+    "(each one lengthens every doorbell's lookup and every memory "
+    "transaction); the others are rung by QEMU";
 
 /* ivshmem-plain */
 
