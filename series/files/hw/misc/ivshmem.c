@@ -1601,8 +1601,14 @@ static const VMStateDescription ivshmem_plain_vmstate =
     IVSHMEM_SECTION(TYPE_IVSHMEM_PLAIN, 0, ivshmem_plain_fields);
 static const VMStateDescription ivshmem_doorbell_vmstate =
     IVSHMEM_SECTION(TYPE_IVSHMEM_DOORBELL, 0, ivshmem_doorbell_fields);
+/*
+ * QEMU <= 3.1's ivshmem sent a section of this name, versions 0 and 1,
+ * with another layout (IntrStatus before IntrMask).  Version 2, also the
+ * minimum, makes the migration core refuse such a stream ("incoming
+ * version_id 1 is too old") instead of misreading it.
+ */
 static const VMStateDescription ivshmem_legacy_vmstate =
-    IVSHMEM_SECTION(TYPE_IVSHMEM, 1, ivshmem_legacy_fields);
+    IVSHMEM_SECTION(TYPE_IVSHMEM, 2, ivshmem_legacy_fields);
 
 static void ivshmem_common_class_init(ObjectClass *oc, void *data)
 {

@@ -23,6 +23,7 @@
 #include "libqtest.h"
 #include "libqos/pci-pc.h"
 #include "qemu/atomic.h"
+#include "qemu/bswap.h"
 #include "qemu/cutils.h"
 #include "qemu/ivshmem-proto.h"
 #include "qemu/units.h"
@@ -2502,6 +2503,106 @@ static void test_migrate_master(void)
 }
 
 /*
+ * QEMU <= 3.1's legacy ivshmem sent a section 'ivshmem', version 1: PCI
+ * device state, MSI-X state, uint32 IntrStatus, uint32 IntrMask.  Ours
+ * has IntrMask first, so it must not accept that version: an old stream
+ * would be misread.  The old stream is reproduced from one of ours
+ * (same PCI and MSI-X encoding): version set to 1 and the two registers,
+ * which carry marker values, swapped.
+ */
+#define OLD_MARK_MASK   0x4d41534b      /* "MASK" on the (big-endian) wire */
+#define OLD_MARK_STATUS 0x53544154      /* "STAT" */
+#define LEGACY_VERSION  2               /* the device's section version */
+
+static void make_old_legacy_stream(const char *in, const char *out)
+{
+    /* the legacy device at SLOT 4: "0000:00:04.0/ivshmem", instance 0 */
+    static const char idstr[] = "0000:00:04.0/ivshmem";
+    const uint8_t regs[8] = { 'M', 'A', 'S', 'K', 'S', 'T', 'A', 'T' };
+    const uint8_t old_regs[8] = { 'S', 'T', 'A', 'T', 'M', 'A', 'S', 'K' };
+    g_autofree uint8_t *hdr = g_malloc(1 + strlen(idstr) + 4);
+    g_autofree char *buf = NULL;
+    uint8_t *p, *end, *data;
+    gsize len;
+
+    g_assert_true(g_file_get_contents(in, &buf, &len, NULL));
+    end = (uint8_t *)buf + len;
+    /* header: type FULL, section ID, idstr length, idstr, instance ID */
+    hdr[0] = strlen(idstr);
+    memcpy(hdr + 1, idstr, strlen(idstr));
+    memset(hdr + 1 + strlen(idstr), 0, 4);
+    p = memmem(buf, len, hdr, 1 + strlen(idstr) + 4);
+    g_assert_nonnull(p);
+    g_assert_cmpint(p[-5], ==, 4);              /* QEMU_VM_SECTION_FULL */
+    p += 1 + strlen(idstr) + 4;                  /* the version */
+    g_assert_cmpint(ldl_be_p(p), ==, LEGACY_VERSION);
+    stl_be_p(p, 1);
+    /* the registers end the section, right before its footer */
+    data = memmem(p, end - p, regs, sizeof(regs));
+    g_assert_nonnull(data);
+    g_assert_cmpint(data[8], ==, 0x7e);         /* QEMU_VM_SECTION_FOOTER */
+    memcpy(data, old_regs, sizeof(old_regs));
+    g_assert_true(g_file_set_contents(out, buf, len, NULL));
+}
+
+static void test_migrate_legacy_old_stream(void)
+{
+    const char *qemu = g_getenv("QTEST_QEMU_BINARY");
+    g_autofree char *src_name = shm_name("old-src");
+    g_autofree char *dst_name = shm_name("old-dst");
+    g_autofree char *file = tmp_path("legacy.mig");
+    g_autofree char *old = tmp_path("legacy-old.mig");
+    g_autofree char *uri = g_strdup_printf("exec:cat > %s", file);
+    g_autofree char *cmd = NULL;
+    g_autofree char *err = NULL;
+    const char *argv[] = { "/bin/sh", "-c", NULL, NULL };
+    GError *gerr = NULL;
+    Guest *src, *dst;
+    int status;
+
+    src = guest_start(SLOT, "-M pc -device ivshmem,shm=%s,size=1M,"
+                      "role=master,addr=%d", src_name, SLOT);
+    reg_write(src, REG_INTR_MASK, OLD_MARK_MASK);
+    reg_write(src, REG_INTR_STATUS, OLD_MARK_STATUS);
+    qtest_qmp_assert_success(src->qts, "{'execute': 'migrate', "
+                             "'arguments': {'uri': %s}}", uri);
+    wait_migration_done(src->qts);
+    guest_destroy(src);
+
+    /* our own stream loads, registers in place */
+    dst = g_new0(Guest, 1);
+    dst->qts = qtest_initf("-M pc -device ivshmem,shm=%s,size=1M,"
+                           "role=master,addr=%d -incoming 'exec:cat %s'",
+                           dst_name, SLOT, file);
+    qtest_qmp_eventwait(dst->qts, "RESUME");
+    dst->bus = qpci_new_pc(dst->qts, NULL);
+    dst->dev = qpci_device_find(dst->bus, QPCI_DEVFN(SLOT, 0));
+    dst->bar0 = qpci_iomap(dst->dev, 0, NULL);
+    g_assert_cmphex(reg_read(dst, REG_INTR_MASK), ==, OLD_MARK_MASK);
+    g_assert_cmphex(reg_read(dst, REG_INTR_STATUS), ==, OLD_MARK_STATUS);
+    guest_destroy(dst);
+
+    /* the old layout is refused, with an error naming the section */
+    make_old_legacy_stream(file, old);
+    cmd = g_strdup_printf("timeout 20 %s -M pc -accel qtest -display none "
+                          "-monitor none -device ivshmem,shm=%s,size=1M,"
+                          "role=master,addr=%d -incoming 'exec:cat %s' "
+                          "< /dev/null > /dev/null", qemu, dst_name, SLOT,
+                          old);
+    argv[2] = cmd;
+    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL,
+                          NULL, NULL, &err, &status, &gerr));
+    g_test_message("old stream -> status %d, %s", status, err);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    g_assert_nonnull(strstr(err, "ivshmem: incoming version_id 1 is too old "
+                            "for local minimum version_id"));
+    shm_unlink(src_name);
+    shm_unlink(dst_name);
+    unlink(file);
+    unlink(old);
+}
+
+/*
  * A doorbell master migrates.  Source and destination have servers of
  * their own with distinct memory, so only the migration can bring the
  * region's content over; the destination server has a live peer that
@@ -3813,6 +3914,8 @@ int main(int argc, char **argv)
                    test_hotplug_unplug_after_join);
     qtest_add_func("/ivshmem/hotplug/q35", test_hotplug_q35);
     qtest_add_func("/ivshmem/migration/master", test_migrate_master);
+    qtest_add_func("/ivshmem/migration/legacy-old-stream",
+                   test_migrate_legacy_old_stream);
     qtest_add_func("/ivshmem/migration/doorbell-master",
                    test_migrate_doorbell_master);
     qtest_add_func("/ivshmem/migration/peer-blocked",
