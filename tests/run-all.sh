@@ -5,6 +5,8 @@
 #   SANITIZE=1     run against the ASan/UBSan build
 #   SUITES=pattern run only the suites whose name matches (grep -E); a
 #                  pattern that matches no suite is an error
+#   TEST_LOGS=dir  where the suites' logs go (default out/test-logs, which
+#                  out/ shares between worktrees: set it when several run)
 #   ALLOWED_SKIPS=file  fail on every skip that no line of the file allows
 #                  (CI: .ci/allowed-skips; the format is described there)
 # Each suite runs under tests/reap.py: a process it leaves behind fails it.
@@ -16,7 +18,7 @@ export QEMU_WORK=${QEMU_WORK:-$top/out/qemu}
 san_logs=
 if [ "${SANITIZE:-0}" = 1 ]; then
     export QEMU_BUILD=$QEMU_WORK/build-san
-    logs=$top/out/test-logs-san
+    logs=${TEST_LOGS:-$top/out/test-logs-san}
     # Every sanitized process (QEMU, server, client, fuzzers) stops at its
     # first report and writes it to $san_logs/<suite>.<pid>: a suite that
     # leaves one there fails, whatever its TAP says.
@@ -27,7 +29,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:suppressions=$top/tests/ubsan.supp}
 else
     export QEMU_BUILD=$QEMU_WORK/build
-    logs=$top/out/test-logs
+    logs=${TEST_LOGS:-$top/out/test-logs}
 fi
 export QEMU_BINARY=$QEMU_BUILD/qemu-system-x86_64
 mkdir -p "$logs"
