@@ -857,9 +857,9 @@ static void ivshmem_warn_no_vectors(IvshmemState *s, const IvshmemProto *p)
     }
     warn_report("ivshmem '%s': the ivshmem server (chardev '%s') hands out "
                 "no interrupt vectors (was it started with -n 0?): peer %u "
-                "has shared memory only, its doorbells go nowhere and none "
-                "of its %u vectors fires", ivshmem_id(s),
-                ivshmem_chardev_name(s), p->own_id, s->vectors);
+                "has shared memory only: no doorbell reaches it and none of "
+                "its vectors fires", ivshmem_id(s), ivshmem_chardev_name(s),
+                p->own_id);
 }
 
 /* What a setup that ran out of time had received, for the error */

@@ -1917,6 +1917,31 @@ static void test_server_restart_same_memory(void)
 }
 
 /*
+ * Restarted with no vectors (-n 0) on the same memory: the device adopts
+ * the new session with shared memory only, after the 500 ms pause that
+ * ends a setup without vectors.
+ */
+static void test_server_restart_no_vectors(void)
+{
+    RestartCase rc;
+    Guest *g;
+
+    restart_case_start(&rc);
+    g = rc.g;
+    /* peer 4 is local, the device becomes 5 */
+    rc.srv = server_start_at(rc.path, rc.shm, 1 * MiB, 0, 4, 1);
+    g_assert_true(wait_position(g, 5));
+    g_assert_cmphex(qpci_io_readl(g->dev, g->bar2, 0x80), ==, 0x12345678);
+    ring(g, 2, 0);                      /* the old session is gone */
+    g_assert_false(event_wait(rc.old_peer_efd, 300));
+    event_set(rc.old_own_efd);
+    g_assert_false(wait_msi_ms(g, 0, 300));
+    /* no peer vector, no own vector: two fds fewer than before */
+    g_assert_true(wait_fd_count(qtest_pid(g->qts), rc.qemu_fds - 2));
+    restart_case_end(&rc);
+}
+
+/*
  * A master (peer 0) whose restarted server would make it peer 1 keeps
  * its session: only peer 0 can be the master, after a restart too.
  */
@@ -3888,6 +3913,8 @@ int main(int argc, char **argv)
                    test_server_restart_master);
     qtest_add_func("/ivshmem/server/restart-same-memory",
                    test_server_restart_same_memory);
+    qtest_add_func("/ivshmem/server/restart-no-vectors",
+                   test_server_restart_no_vectors);
     qtest_add_func("/ivshmem/server/restart-other-memory",
                    test_server_restart_other_memory);
     for (i = 0; i < ARRAY_SIZE(scripts); i++) {
