@@ -2905,6 +2905,87 @@ static void test_client_interop(void)
     close(b.out);
 }
 
+/*
+ * Issue 23.9: stderr is a pipe nobody reads.  Its log writer blocks, yet
+ * SIGTERM ends the server within a bound, with its socket and lock file
+ * removed.
+ */
+static void test_blocked_log(void)
+{
+    enum { CYCLES = 1500 };
+    Server s;
+    Peer p = PEER_INIT;
+    char lock[140];
+    int pfd[2], i, joined = 0, unread = 0, status, fd;
+    double t0, took;
+    bool up = false;
+
+    server_paths(&s);
+    snprintf(lock, sizeof(lock), "%s.lock", s.sock);
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        check(false, "pipe: %s", strerror(errno));
+        return;
+    }
+    s.pid = fork();
+    if (s.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(pfd[1], 1);
+        dup2(pfd[1], 2);
+        execl(server_bin, server_bin, "-F", "-S", s.sock, "-M", s.shm,
+              "-n", "1", "-v", (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    if (s.pid > 0) {
+        track(s.pid);
+    }
+    for (i = 0; i < 1000 && !up; i++) {
+        fd = connect_to(s.sock);
+        up = fd >= 0;
+        if (up) {
+            close(fd);
+        } else {
+            usleep(10000);
+        }
+    }
+    if (!check(up, "server starts with stderr to a pipe nobody reads")) {
+        wait_pid(s.pid, 0);
+        close(pfd[0]);
+        return;
+    }
+    hush = true;
+    for (i = 0; i < CYCLES; i++) {
+        joined += peer_join(&p, s.sock, 1);
+        peer_close(&p);
+    }
+    hush = false;
+    ioctl(pfd[0], FIONREAD, &unread);
+    check(joined == CYCLES && unread >= 60000, "%d of %d join/leave cycles "
+          "served; the pipe holds %d unread bytes (full: the log writer is "
+          "blocked)", joined, CYCLES, unread);
+    t0 = now();
+    kill(s.pid, SIGTERM);
+    status = wait_pid(s.pid, 10);
+    took = now() - t0;
+    if (!check(status != -1 && took < 5 && WIFEXITED(status) &&
+               WEXITSTATUS(status) == 0, "SIGTERM: the server exits 0 "
+               "within 5 s (%.1f s, status 0x%x)", took, status)) {
+        diag("killed after 10 s");
+    }
+    check(access(s.sock, F_OK) != 0 && access(lock, F_OK) != 0,
+          "its socket and lock file are removed");
+    close(pfd[0]);
+    s.pid = 0;
+    unlink(s.sock);
+    unlink(lock);
+    {
+        char path[80];
+
+        snprintf(path, sizeof(path), "/%s", s.shm);
+        shm_unlink(path);
+    }
+}
+
 /* Kill (and name) the processes that outlived their test; returns how many */
 static int kill_leftovers(void)
 {
@@ -2964,6 +3045,7 @@ static const struct {
     { "memfd", test_sealed_memfd, 5 },
     { "device", test_device_seal_warning, 2 },
     { "wrap", test_id_wrap, 1 },
+    { "blockedlog", test_blocked_log, 4 },
 };
 
 int main(int argc, char **argv)

@@ -680,7 +680,7 @@ static void handle_signal(IvshmemServer *s)
     }
 }
 
-void ivshmem_server_run(IvshmemServer *s)
+bool ivshmem_server_run(IvshmemServer *s)
 {
     struct epoll_event events[EPOLL_BATCH];
 
@@ -720,7 +720,7 @@ void ivshmem_server_run(IvshmemServer *s)
         }
         update_timer(s);
     }
-    server_log_stop_thread();
+    return server_log_stop_thread();
 }
 
 static bool watch_fd(IvshmemServer *s, int fd, void *tag, Error **errp)

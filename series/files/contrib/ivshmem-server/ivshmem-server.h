@@ -87,7 +87,8 @@ typedef struct IvshmemServer {
  */
 bool ivshmem_server_init(IvshmemServer *s, int listen_sock, int shm_fd,
                          const IvshmemServerConfig *cfg, Error **errp);
-void ivshmem_server_run(IvshmemServer *s);
+/* False if the log writer is stuck: the caller must leave with _exit(). */
+bool ivshmem_server_run(IvshmemServer *s);
 void ivshmem_server_cleanup(IvshmemServer *s);
 
 #endif

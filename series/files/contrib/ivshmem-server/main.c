@@ -805,7 +805,7 @@ int main(int argc, char **argv)
     ServerShm shm;
     Error *err = NULL;
     int sock, ready_fd = -1, lock_fd = -1, pid_fd = -1;
-    bool activated, ok;
+    bool activated, ok, log_ok;
 
     if (!parse_options(argc, argv, &o, &err) ||
         !check_fd_limit(&o, &err)) {
@@ -890,7 +890,7 @@ int main(int argc, char **argv)
         daemonize_finish(ready_fd, 0);
     }
 
-    ivshmem_server_run(&server);
+    log_ok = ivshmem_server_run(&server);
 
     ivshmem_server_cleanup(&server);
     if (!activated) {
@@ -907,5 +907,9 @@ int main(int argc, char **argv)
     server_shm_cleanup(&shm);
     g_array_free(o.allow_uids, true);
     g_array_free(o.allow_gids, true);
+    if (!log_ok) {
+        /* exit() could wait for the stdio lock the log writer holds */
+        _exit(0);
+    }
     return 0;
 }
