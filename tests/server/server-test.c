@@ -1828,7 +1828,8 @@ static void hostile_stop(Hostile *h)
 /*
  * Issue 14.1: an unprivileged server, peers that pause while others join.
  * Linux refuses to put more fds in flight than the sending user's
- * RLIMIT_NOFILE (ETOOMANYREFS); that is back-pressure, nobody's fault.
+ * RLIMIT_NOFILE (ETOOMANYREFS), and the server keeps one user's clients
+ * to a share of it (issue 23.8); that is back-pressure, nobody's fault.
  */
 static void test_unprivileged_backpressure(void)
 {
@@ -1899,7 +1900,8 @@ static void test_unprivileged_backpressure(void)
         }
     }
     check(wait_for_text(s.log, "too many descriptors in flight", 2),
-          "the kernel refused fds in flight (ETOOMANYREFS) during the test");
+          "descriptors in flight were held back during the test (the "
+          "user's share of RLIMIT_NOFILE, or the kernel's ETOOMANYREFS)");
     check(good && dropped == 0, "%d paused peers and %d newcomers: none "
           "dropped (%d were), every peer got every vector", PAUSED, NEW,
           dropped);
@@ -2906,6 +2908,78 @@ static void test_client_interop(void)
 }
 
 /*
+ * Issue 23.8: a local user freezes an unprivileged server.  Linux charges
+ * the descriptors a server sent but clients have not read to the
+ * server's user, up to its RLIMIT_NOFILE: idle connections of user
+ * nobody that never read, then hundreds more after the first were
+ * dropped (dropped ones keep theirs charged), and a newcomer of another
+ * user must still complete its setup within a bound.
+ */
+static void test_user_dos(void)
+{
+    enum { FIRST = 40, SECOND = 300 };
+    Server s;
+    Hostile h1 = { 0 }, h2 = { 0 };
+    Peer a = PEER_INIT, b = PEER_INIT;
+    uid_t uid, nuid;
+    gid_t gid, ngid;
+    char left[64];
+    double t0, took;
+    bool good;
+    int dropped;
+
+    if (!lookup_user("ivshmem-test", &uid, &gid) ||
+        !lookup_user("nobody", &nuid, &ngid)) {
+        return;
+    }
+    run_as(uid, gid);
+    good = server_start_nofile(&s, 256, "-n", "1", "--setup-timeout", "2",
+                               "--socket-mode", "0666", NULL);
+    run_as(0, 0);
+    if (!check(good, "server starts as ivshmem-test with 256 fds, "
+               "--setup-timeout 2")) {
+        return;
+    }
+    good = hostile_start(&h1, s.sock, FIRST, nuid, ngid, 300);
+    t0 = now();
+    good = good && peer_join(&a, s.sock, 1);
+    took = now() - t0;
+    check(good && took < 5, "%ld idle connections of user nobody: a "
+          "newcomer of root completes its setup (%d others) in %.2f s "
+          "(< 5 s)", h1.connected, a.nothers, took);
+    /* the first ones are dropped, keeping their descriptors unread */
+    dropped = 0;
+    t0 = now();
+    while ((dropped = count_lines_with(s.log, "did not read its setup in "
+                                       "time")) < FIRST && now() - t0 < 10) {
+        usleep(50000);
+    }
+    good = hostile_start(&h2, s.sock, SECOND, nuid, ngid, 300);
+    t0 = now();
+    good = good && peer_join(&b, s.sock, 1);
+    took = now() - t0;
+    check(good && took < 5 && dropped >= FIRST, "%d of them dropped, still "
+          "holding their descriptors; %ld more connections of nobody: a "
+          "newcomer of root completes its setup (%d others) in %.2f s "
+          "(< 5 s)", dropped, h2.connected, b.nothers, took);
+    diag("server log: %d evictions, %d dropped connections closed for "
+         "newcomers, %d peers waiting for their user's share",
+         count_lines_with(s.log, "evicting peer"),
+         count_lines_with(s.log, "closing a dropped connection"),
+         count_lines_with(s.log, "too many descriptors in flight for"));
+    snprintf(left, sizeof(left), "peer %" PRId64 " left", a.id);
+    good = a.sock >= 0 && !strstr(slurp(s.log), left);
+    snprintf(left, sizeof(left), "peer %" PRId64 " left", b.id);
+    check(good && b.sock >= 0 && !strstr(slurp(s.log), left),
+          "neither newcomer was dropped");
+    hostile_stop(&h1);
+    hostile_stop(&h2);
+    peer_close(&a);
+    peer_close(&b);
+    check(WIFEXITED(server_stop(&s)), "server exits cleanly");
+}
+
+/*
  * Issue 23.9: stderr is a pipe nobody reads.  Its log writer blocks, yet
  * SIGTERM ends the server within a bound, with its socket and lock file
  * removed.
@@ -3046,6 +3120,7 @@ static const struct {
     { "device", test_device_seal_warning, 2 },
     { "wrap", test_id_wrap, 1 },
     { "blockedlog", test_blocked_log, 4 },
+    { "userdos", test_user_dos, 5 },
 };
 
 int main(int argc, char **argv)

@@ -42,6 +42,7 @@ typedef struct ServerOptions {
     uint32_t fds_in_flight;     /* --fds-in-flight */
     uint32_t max_peers;         /* --max-peers; 0: from RLIMIT_NOFILE */
     uint32_t setup_timeout;     /* --setup-timeout, seconds */
+    uint32_t user_share;        /* --user-share */
     int socket_mode;            /* --socket-mode; -1: 0600, 0660 w/ group */
     gid_t socket_group;         /* --socket-group; -1: none */
     gid_t shm_group;            /* --shm-group; -1: none */
@@ -60,6 +61,7 @@ enum {
     OPT_ALLOW_USER,
     OPT_ALLOW_GROUP,
     OPT_MEMFD,
+    OPT_USER_SHARE,
 };
 
 static void usage(FILE *out, const char *prog)
@@ -118,7 +120,15 @@ static void usage(FILE *out, const char *prog)
 "                          socket; the kernel counts them against the\n"
 "                          server user's RLIMIT_NOFILE (default %d)\n"
 "      --setup-timeout SECS  drop a client that has not read its setup\n"
-"                          after SECS seconds (default %d)\n"
+"                          after SECS seconds (default %d; not while the\n"
+"                          server holds its setup back)\n"
+"      --user-share N      a user's clients together may leave at most\n"
+"                          1/N of the descriptors Linux lets the server\n"
+"                          have in flight unread, so that N - 1 users\n"
+"                          whose clients never read cannot starve\n"
+"                          another's (default %d).  Out of descriptors\n"
+"                          or at --max-peers, a newcomer evicts a client\n"
+"                          of the user holding the most connections\n"
 "\n"
 "Process:\n"
 "  -p, --pidfile FILE      write the server's PID to FILE\n"
@@ -135,7 +145,8 @@ static void usage(FILE *out, const char *prog)
 "the server's state.\n",
             prog, MAX_DEVICE_VECTORS, IVSHMEM_SERVER_QUEUE_PER_VECTOR,
             IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR, IVSHMEM_SERVER_FDS_IN_FLIGHT,
-            IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000);
+            IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000,
+            IVSHMEM_SERVER_USER_SHARE);
 }
 
 static bool parse_size(const char *arg, uint64_t *size, Error **errp)
@@ -287,6 +298,12 @@ static bool parse_option(int c, const char *arg, ServerOptions *o,
         }
         o->setup_timeout = val;
         return true;
+    case OPT_USER_SHARE:
+        if (!parse_count("--user-share", arg, 1, 1024, &val, errp)) {
+            return false;
+        }
+        o->user_share = val;
+        return true;
     case OPT_SOCKET_MODE:
         return parse_mode(arg, &o->socket_mode, errp);
     case OPT_SOCKET_GROUP:
@@ -336,6 +353,7 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         { "queue-fds", required_argument, NULL, OPT_QUEUE_FDS },
         { "fds-in-flight", required_argument, NULL, OPT_FDS_IN_FLIGHT },
         { "setup-timeout", required_argument, NULL, OPT_SETUP_TIMEOUT },
+        { "user-share", required_argument, NULL, OPT_USER_SHARE },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -348,6 +366,7 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         .nvectors = 1,
         .fds_in_flight = IVSHMEM_SERVER_FDS_IN_FLIGHT,
         .setup_timeout = IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000,
+        .user_share = IVSHMEM_SERVER_USER_SHARE,
         .socket_mode = -1,
         .socket_group = -1,
         .shm_group = -1,
@@ -856,6 +875,7 @@ int main(int argc, char **argv)
         .fds_in_flight = o.fds_in_flight,
         .max_peers = o.max_peers,
         .setup_timeout_ms = o.setup_timeout * 1000,
+        .user_share = o.user_share,
         .allow_uids = o.allow_uids,
         .allow_gids = o.allow_gids,
     };
