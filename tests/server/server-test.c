@@ -2908,6 +2908,110 @@ static void test_client_interop(void)
 }
 
 /*
+ * Issue 23.10: a daemon's lock file names the daemon; start-up failures
+ * after the fork reach the terminal; under socket activation the log
+ * names the inherited socket.
+ */
+static void test_daemon_details(void)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    Server s, t;
+    char pidfile[128], lock[140], log[128], bad[128], path[100], want[160];
+    int status, lsock;
+    pid_t pid, launcher;
+
+    /* daemon mode: PATH.lock */
+    server_paths(&s);
+    snprintf(pidfile, sizeof(pidfile), "%s/d23.pid", tmpdir);
+    snprintf(lock, sizeof(lock), "%s.lock", s.sock);
+    snprintf(log, sizeof(log), "%s/d23.log", tmpdir);
+    {
+        char *argv[] = { (char *)server_bin, "-S", s.sock, "-M", s.shm,
+                         "-p", pidfile, NULL };
+
+        launcher = spawn(argv, log, 0);
+        status = wait_pid(launcher, 10);
+    }
+    pid = find_server(pidfile, s.sock);
+    if (pid > 0) {
+        track(pid);
+    }
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0 && pid > 0 &&
+          atoi(slurp(lock)) == pid, "daemon mode: %s holds the daemon's "
+          "PID %d (it holds %d; the launcher was %d)", lock, pid,
+          atoi(slurp(lock)), launcher);
+    /* a second server on the same path names the live daemon */
+    {
+        char *argv[] = { (char *)server_bin, "-F", "-S", s.sock, "-M",
+                         s.shm, NULL };
+
+        server_paths(&t);
+        status = wait_pid(spawn(argv, t.log, 0), 10);
+        snprintf(want, sizeof(want), "(pid %d,", pid);
+        const char *text = slurp(t.log);
+
+        check(WIFEXITED(status) && WEXITSTATUS(status) == 1 &&
+              strstr(text, want), "a second server on the path is refused, "
+              "naming the daemon's PID: %.*s", (int)strcspn(text, "\n"),
+              text);
+    }
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        if (!wait_gone(pid, 10)) {
+            kill(pid, SIGKILL);
+            wait_gone(pid, 10);
+        }
+        untrack(pid);
+    }
+    unlink(pidfile);
+    snprintf(path, sizeof(path), "/%s", s.shm);
+    shm_unlink(path);
+
+    /* a failure after the fork: the pidfile cannot be created */
+    server_paths(&s);
+    snprintf(bad, sizeof(bad), "%s/no-such-dir/d23.pid", tmpdir);
+    {
+        char *argv[] = { (char *)server_bin, "-S", s.sock, "-M", s.shm,
+                         "-p", bad, NULL };
+
+        status = wait_pid(spawn(argv, s.log, 0), 10);
+    }
+    snprintf(want, sizeof(want), "-p %s", bad);
+    check(WIFEXITED(status) && WEXITSTATUS(status) != 0 &&
+          strstr(slurp(s.log), want), "daemon mode, a start-up failure "
+          "after the fork: exit status %d, the terminal says why: %.*s",
+          WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+          (int)strcspn(slurp(s.log), "\n"), slurp(s.log));
+    snprintf(path, sizeof(path), "/%s", s.shm);
+    shm_unlink(path);
+
+    /* socket activation: the log names the inherited socket */
+    server_paths(&s);
+    snprintf(path, sizeof(path), "%s/act23.sock", tmpdir);
+    strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+    lsock = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(lsock, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(lsock, 16) < 0) {
+        check(false, "listening socket for activation");
+        close(lsock);
+        return;
+    }
+    pid = spawn_activated(lsock, s.shm, s.log);
+    if (pid > 0) {
+        track(pid);
+    }
+    snprintf(want, sizeof(want), "from systemd, %s:", path);
+    check(wait_for_text(s.log, want, 10), "socket activation: the log "
+          "names the inherited socket %s", path);
+    kill(pid, SIGTERM);
+    wait_pid(pid, 10);
+    close(lsock);
+    unlink(path);
+    snprintf(path, sizeof(path), "/%s", s.shm);
+    shm_unlink(path);
+}
+
+/*
  * Issue 23.8: a local user freezes an unprivileged server.  Linux charges
  * the descriptors a server sent but clients have not read to the
  * server's user, up to its RLIMIT_NOFILE: idle connections of user
@@ -3121,6 +3225,7 @@ static const struct {
     { "wrap", test_id_wrap, 1 },
     { "blockedlog", test_blocked_log, 4 },
     { "userdos", test_user_dos, 5 },
+    { "daemon23", test_daemon_details, 4 },
 };
 
 int main(int argc, char **argv)

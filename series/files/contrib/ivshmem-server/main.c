@@ -501,6 +501,37 @@ static int inherited_socket(Error **errp)
  * without connecting to the first (which would see a peer come and go)
  * and without blocking on its backlog.  Returns the lock's fd.
  */
+/* PATH.lock names the process serving: the daemon, after the fork. */
+static bool write_lock_pid(int fd, const char *lock_path, Error **errp)
+{
+    g_autofree char *text = g_strdup_printf("%d\n", getpid());
+
+    if (ftruncate(fd, 0) < 0 ||
+        pwrite(fd, text, strlen(text), 0) != (ssize_t)strlen(text)) {
+        error_setg_errno(errp, errno, "cannot write %s", lock_path);
+        return false;
+    }
+    return true;
+}
+
+/* The path an inherited socket is bound to, for the log. */
+static char *socket_name(int sock)
+{
+    struct sockaddr_un addr = { 0 };
+    socklen_t len = sizeof(addr);
+
+    if (getsockname(sock, (struct sockaddr *)&addr, &len) < 0 ||
+        len <= offsetof(struct sockaddr_un, sun_path)) {
+        return g_strdup("(unnamed)");
+    }
+    if (!addr.sun_path[0]) {
+        return g_strdup_printf("@%.*s", (int)(len - 1 -
+                               offsetof(struct sockaddr_un, sun_path)),
+                               addr.sun_path + 1);
+    }
+    return g_strndup(addr.sun_path, sizeof(addr.sun_path));
+}
+
 static int lock_socket_path(const char *path, char **lock_path,
                             Error **errp)
 {
@@ -541,11 +572,8 @@ static int lock_socket_path(const char *path, char **lock_path,
             close(fd);
             continue;
         }
-        g_autofree char *text = g_strdup_printf("%d\n", getpid());
-        if (ftruncate(fd, 0) < 0 ||
-            write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
-            error_setg_errno(errp, errno, "-S %s: cannot write %s", path,
-                             lpath);
+        if (!write_lock_pid(fd, lpath, errp)) {
+            error_prepend(errp, "-S %s: ", path);
             close(fd);
             return -1;
         }
@@ -704,9 +732,24 @@ static int daemonize_start(void)
         exit(1);
     }
     if (pid > 0) {
+        char msg[1024];
+        ssize_t n, len = 0;
+
         close(fds[1]);
         if (read(fds[0], &status, 1) != 1) {
             status = 1;
+        }
+        /* a start-up failure after the fork: its message follows */
+        while (len < (ssize_t)sizeof(msg) - 1 &&
+               (n = read(fds[0], msg + len, sizeof(msg) - 1 - len)) > 0) {
+            len += n;
+        }
+        msg[len] = 0;
+        if (len) {
+            fprintf(stderr, "ivshmem-server: %s\n", msg);
+        } else if (status) {
+            fprintf(stderr, "ivshmem-server: the daemon failed to start "
+                    "(see the system log)\n");
         }
         exit(status);
     }
@@ -728,7 +771,8 @@ static int daemonize_start(void)
     return fds[1];
 }
 
-static void daemonize_finish(int ready_fd, char status)
+/* Tell the launcher: @status, and @msg on a failure (it prints it). */
+static void daemonize_finish(int ready_fd, char status, const char *msg)
 {
     int null = open("/dev/null", O_RDWR);
 
@@ -741,7 +785,8 @@ static void daemonize_finish(int ready_fd, char status)
     if (null > STDERR_FILENO) {
         close(null);
     }
-    if (write(ready_fd, &status, 1) != 1) {
+    if (write(ready_fd, &status, 1) != 1 ||
+        (msg && write(ready_fd, msg, strlen(msg)) < 0)) {
         /* the parent is gone; nothing to tell */
     }
     close(ready_fd);
@@ -818,6 +863,7 @@ int main(int argc, char **argv)
     g_autofree char *socket_path = NULL;
     g_autofree char *lock_path = NULL;
     g_autofree char *pidfile = NULL;
+    g_autofree char *listen_name = NULL;
     IvshmemServerConfig cfg;
     IvshmemServer server;
     ServerOptions o;
@@ -879,14 +925,18 @@ int main(int argc, char **argv)
         .allow_uids = o.allow_uids,
         .allow_gids = o.allow_gids,
     };
-    ok = !pidfile || (pid_fd = write_pidfile(pidfile, &err)) >= 0;
+    ok = (lock_fd < 0 || o.foreground ||
+          write_lock_pid(lock_fd, lock_path, &err)) &&
+         (!pidfile || (pid_fd = write_pidfile(pidfile, &err)) >= 0);
     if (ok && !ivshmem_server_init(&server, sock, shm.fd, &cfg, &err)) {
         ivshmem_server_cleanup(&server);    /* it owns sock and shm.fd */
         shm.fd = -1;
         ok = false;
     }
     if (!ok) {
-        server_error("%s", error_get_pretty(err));
+        g_autofree char *msg = g_strdup(error_get_pretty(err));
+
+        server_error("%s", msg);
         error_free(err);
         g_array_free(o.allow_uids, true);
         g_array_free(o.allow_gids, true);
@@ -896,18 +946,22 @@ int main(int argc, char **argv)
         remove_file(lock_path);
         server_shm_cleanup(&shm);
         if (ready_fd >= 0) {
-            daemonize_finish(ready_fd, 1);
+            daemonize_finish(ready_fd, 1, msg);
         }
         return 1;
     }
     shm.fd = -1;                /* the server owns it now */
+    if (activated) {
+        listen_name = socket_name(sock);
+    }
     server_log("listening on %s%s: %" PRIu64 " bytes of %sshared memory, "
                "%u vectors per peer, at most %u peers",
-               activated ? "the socket from systemd, " : "", socket_path,
+               activated ? "the socket from systemd, " : "",
+               activated ? listen_name : socket_path,
                shm.size, o.memfd ? "sealed memfd " : "", o.nvectors,
                o.max_peers);
     if (ready_fd >= 0) {
-        daemonize_finish(ready_fd, 0);
+        daemonize_finish(ready_fd, 0, NULL);
     }
 
     log_ok = ivshmem_server_run(&server);
