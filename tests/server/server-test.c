@@ -1365,7 +1365,8 @@ static void test_big_regions(void)
     size_t i;
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bool good = server_start(&s, "-l", cases[i].arg, NULL) &&
+        /* --sparse: reserving 14 GiB would take it from the machine */
+        bool good = server_start(&s, "-l", cases[i].arg, "--sparse", NULL) &&
                     peer_join(&p, s.sock, 1) &&
                     fd_size(p.shm) == cases[i].size;
 
@@ -2908,6 +2909,95 @@ static void test_client_interop(void)
 }
 
 /*
+ * Issue 23.10: -l was checked against the free space only at start; a
+ * local user filling the filesystem later made the guests' next touch of
+ * an unallocated page SIGBUS.  The region is now reserved (fallocate);
+ * --sparse keeps the old behaviour, which shows the attack is real.
+ */
+static bool fill_and_touch(const char *dir, bool sparse, long *filled)
+{
+    char filler[160];
+    static char chunk[65536];
+    Server s;
+    Peer p = PEER_INIT;
+    bool good;
+    int fd, status;
+    pid_t child;
+    ssize_t n;
+
+    *filled = 0;
+    good = sparse ? server_start(&s, "-m", dir, "-l", "4M", "--sparse", NULL)
+                  : server_start(&s, "-m", dir, "-l", "4M", NULL);
+    if (!good || !peer_join(&p, s.sock, 1)) {
+        diag("server or peer did not start: %s", slurp(s.log));
+        peer_close(&p);
+        server_stop(&s);
+        return false;
+    }
+    /* the local user: fill the filesystem */
+    snprintf(filler, sizeof(filler), "%s/filler", dir);
+    fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    while (fd >= 0 && (n = write(fd, chunk, sizeof(chunk))) > 0) {
+        *filled += n;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    /* a guest: touch every page of the region */
+    child = fork();
+    if (child == 0) {
+        uint8_t *m = mmap(NULL, 4 << 20, PROT_READ | PROT_WRITE, MAP_SHARED,
+                          p.shm, 0);
+        size_t off;
+
+        if (m == MAP_FAILED) {
+            _exit(2);
+        }
+        for (off = 0; off < (4 << 20); off += 4096) {
+            m[off] = 1;
+        }
+        _exit(0);
+    }
+    status = wait_pid(child, 20);
+    unlink(filler);
+    peer_close(&p);
+    server_stop(&s);
+    if (WIFSIGNALED(status)) {
+        diag("the peer touching the region died of signal %d",
+             WTERMSIG(status));
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void test_reserve(void)
+{
+    char dir[128];
+    long filled;
+    bool good;
+
+    snprintf(dir, sizeof(dir), "%s/tmpfs23", tmpdir);
+    mkdir(dir, 0700);
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=8M,mode=0700") < 0) {
+        diag("cannot mount a tmpfs on %s: %s", dir, strerror(errno));
+        rmdir(dir);
+        skip_rest("cannot mount a tmpfs");
+        return;
+    }
+    good = fill_and_touch(dir, false, &filled);
+    check(good && filled <= 4L << 20, "-m on an 8 MiB tmpfs, -l 4M: a local "
+          "user fills the rest (%ld KiB), every page of the region is still "
+          "writable", filled / 1024);
+    good = fill_and_touch(dir, true, &filled);
+    hush = true;
+    check(!good && filled > 4L << 20, "the same with --sparse: the fill "
+          "takes %ld KiB and touching the region fails (what the "
+          "reservation prevents)", filled / 1024);
+    hush = false;
+    umount2(dir, MNT_DETACH);
+    rmdir(dir);
+}
+
+/*
  * Issue 23.10: a daemon's lock file names the daemon; start-up failures
  * after the fork reach the terminal; under socket activation the log
  * names the inherited socket.
@@ -3226,6 +3316,7 @@ static const struct {
     { "blockedlog", test_blocked_log, 4 },
     { "userdos", test_user_dos, 5 },
     { "daemon23", test_daemon_details, 4 },
+    { "reserve23", test_reserve, 2 },
 };
 
 int main(int argc, char **argv)

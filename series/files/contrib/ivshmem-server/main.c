@@ -31,6 +31,7 @@ typedef struct ServerOptions {
     bool foreground;            /* -F */
     bool verbose;               /* -v */
     bool memfd;                 /* --memfd */
+    bool sparse;                /* --sparse */
     const char *socket_path;    /* -S */
     const char *pidfile;        /* -p */
     const char *shm_name;       /* -M */
@@ -62,6 +63,7 @@ enum {
     OPT_ALLOW_GROUP,
     OPT_MEMFD,
     OPT_USER_SHARE,
+    OPT_SPARSE,
 };
 
 static void usage(FILE *out, const char *prog)
@@ -87,8 +89,13 @@ static void usage(FILE *out, const char *prog)
 "                          can shrink or grow it (no SIGBUS from a\n"
 "                          truncated region; not shared across restarts)\n"
 "  -l, --size SIZE         region size, a power of two, with optional\n"
-"                          K/M/G/T suffix (default 4M); must fit in the\n"
-"                          free space of its filesystem\n"
+"                          K/M/G/T suffix (default 4M); with -M and -m it\n"
+"                          is allocated at start (fallocate), so that a\n"
+"                          filesystem filled later cannot crash the\n"
+"                          guests with SIGBUS\n"
+"      --sparse            with -M or -m: allocate as peers touch the\n"
+"                          region instead (it must still fit the free\n"
+"                          space at start)\n"
 "\n"
 "Socket and access:\n"
 "  -S, --socket PATH       listen on PATH (default " DEFAULT_SOCKET ",\n"
@@ -251,6 +258,9 @@ static bool parse_option(int c, const char *arg, ServerOptions *o,
     case OPT_MEMFD:
         o->memfd = true;
         return true;
+    case OPT_SPARSE:
+        o->sparse = true;
+        return true;
     case 'l':
         return parse_size(arg, &o->size, errp);
     case 'n':
@@ -344,6 +354,7 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         { "shm-group", required_argument, NULL, OPT_SHM_GROUP },
         { "shm-dir", required_argument, NULL, 'm' },
         { "memfd", no_argument, NULL, OPT_MEMFD },
+        { "sparse", no_argument, NULL, OPT_SPARSE },
         { "size", required_argument, NULL, 'l' },
         { "vectors", required_argument, NULL, 'n' },
         { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
@@ -390,6 +401,11 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
     }
     if (!!o->shm_name + !!o->shm_dir + o->memfd > 1) {
         error_setg(errp, "-M, -m and --memfd are mutually exclusive");
+        return false;
+    }
+    if (o->sparse && o->memfd) {
+        error_setg(errp, "--sparse applies to -M and -m only (a --memfd "
+                   "region is always allocated as peers touch it)");
         return false;
     }
     if (!o->shm_dir && !o->shm_name && !o->memfd) {
@@ -823,10 +839,11 @@ static bool open_shm(const ServerOptions *o, ServerShm *shm, Error **errp)
         return server_shm_open_memfd(shm, o->size, errp);
     }
     if (o->shm_dir) {
-        return server_shm_open_dir(shm, o->shm_dir, o->size, errp);
+        return server_shm_open_dir(shm, o->shm_dir, o->size, !o->sparse,
+                                   errp);
     }
     return server_shm_open_posix(shm, o->shm_name, o->size, o->shm_group,
-                                 errp);
+                                 !o->sparse, errp);
 }
 
 static void remove_file(const char *path)
