@@ -2909,6 +2909,83 @@ static void test_client_interop(void)
 }
 
 /*
+ * Issue 23.10: the socket's group and mode were set with chown(PATH) and
+ * chmod(PATH) after bind: a local user who can write to the socket's
+ * directory could swap PATH for a symlink in between and have the server
+ * change another file.  They are now set inside a private directory, by
+ * name relative to its descriptor, before the socket is renamed onto
+ * PATH: no chown or chmod may name PATH (seen with strace).
+ */
+static void test_socket_perms(void)
+{
+    Server s;
+    char trace[140], want[140], cmd[400], group[16], shm[80], pidfile[140];
+    struct stat st;
+    uid_t uid;
+    gid_t gid;
+    int status;
+    pid_t pid;
+    bool good, leftover = false;
+    DIR *d;
+    struct dirent *e;
+
+    if (!lookup_user("ivshmem-test", &uid, &gid)) {
+        return;
+    }
+    if (system("strace -V > /dev/null 2>&1") != 0) {
+        skip_rest("strace is not installed");
+        return;
+    }
+    server_paths(&s);
+    snprintf(trace, sizeof(trace), "%s/perms.trace", tmpdir);
+    snprintf(pidfile, sizeof(pidfile), "%s/perms.pid", tmpdir);
+    snprintf(group, sizeof(group), "%u", gid);
+    snprintf(shm, sizeof(shm), "%s", s.shm);
+    {
+        char *argv[] = { "/usr/bin/strace", "-f", "-qq", "-o", trace, "-e",
+                         "trace=chmod,fchmodat,chown,fchown,fchownat,lchown",
+                         (char *)server_bin, "-F", "-S", s.sock, "-M", shm,
+                         "--socket-mode", "0660", "--socket-group", group,
+                         "-p", pidfile, NULL };
+
+        pid = spawn(argv, s.log, 0);
+    }
+    good = wait_for_text(s.log, "listening on", 20) &&
+           lstat(s.sock, &st) == 0 && S_ISSOCK(st.st_mode) &&
+           (st.st_mode & 07777) == 0660 && st.st_gid == gid;
+    d = opendir(tmpdir);
+    while (d && (e = readdir(d))) {
+        leftover |= e->d_name[0] == '.' && e->d_name[1] &&
+                    e->d_name[1] != '.';
+    }
+    if (d) {
+        closedir(d);
+    }
+    check(good && !leftover, "--socket-mode 0660 --socket-group %s: the "
+          "socket has mode 0%o, group %u, and no private directory is left",
+          group, good ? st.st_mode & 07777 : 0, good ? st.st_gid : 0);
+    /* strace outlives a SIGTERM of its own: stop the server it runs */
+    if (atoi(slurp(pidfile)) > 0) {
+        kill(atoi(slurp(pidfile)), SIGTERM);
+    }
+    status = wait_pid(pid, 10);
+    snprintf(want, sizeof(want), "\"%s\"", s.sock);
+    /* the trace saw the mode being set, and not through the path */
+    if (!check(status != -1 && strstr(slurp(trace), "chmod") &&
+               !strstr(slurp(trace), want), "no chown or chmod named the "
+               "socket's path (strace saw %s)",
+               strstr(slurp(trace), "chmod") ? "the chmod" : "no chmod")) {
+        snprintf(cmd, sizeof(cmd), "grep -F '%s' %s | sed 's/^/# /'",
+                 want, trace);
+        if (system(cmd) != 0) {
+            diag("(no trace lines)");
+        }
+    }
+    snprintf(shm, sizeof(shm), "/%s", s.shm);
+    shm_unlink(shm);
+}
+
+/*
  * Issue 23.10: -l was checked against the free space only at start; a
  * local user filling the filesystem later made the guests' next touch of
  * an unallocated page SIGBUS.  The region is now reserved (fallocate);
@@ -3317,6 +3394,7 @@ static const struct {
     { "userdos", test_user_dos, 5 },
     { "daemon23", test_daemon_details, 4 },
     { "reserve23", test_reserve, 2 },
+    { "perms23", test_socket_perms, 2 },
 };
 
 int main(int argc, char **argv)

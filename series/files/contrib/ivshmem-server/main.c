@@ -657,12 +657,91 @@ static bool make_socket_dir(const ServerOptions *o, Error **errp)
     return true;
 }
 
+/*
+ * Bind @sock in a private directory, give it its mode and group there,
+ * then rename it onto @path.  The mode and group are set by name inside
+ * a 0700 directory of ours that nobody else can change, so a local user
+ * who can write to @path's directory cannot swap the socket for a
+ * symlink and have the server chown or chmod another file.
+ */
+static bool bind_socket_privately(const ServerOptions *o, int sock,
+                                  const char *path, Error **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    g_autofree char *priv = g_strdup_printf("%s/.%s.XXXXXX", dir, base);
+    g_autofree char *privname = NULL;
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    struct stat st;
+    mode_t old_umask;
+    int dirfd = -1, privfd = -1, ret;
+    bool ok = false;
+
+    dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot open %s", path, dir);
+        return false;
+    }
+    if (!mkdtemp(priv)) {
+        error_setg_errno(errp, errno, "-S %s: cannot create a private "
+                         "directory in %s", path, dir);
+        close(dirfd);
+        return false;
+    }
+    privname = g_path_get_basename(priv);
+    privfd = openat(dirfd, privname, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+                    O_CLOEXEC);
+    if (privfd < 0 || fstat(privfd, &st) < 0 || st.st_uid != geteuid() ||
+        (st.st_mode & 077)) {
+        error_setg(errp, "-S %s: the private directory %s was replaced",
+                   path, priv);
+        goto out;
+    }
+    /* short whatever @path's length: through our descriptor */
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/s",
+             privfd);
+    old_umask = umask(0177);    /* owner only until the mode is set */
+    ret = bind(sock, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old_umask);
+    if (ret < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot bind", path);
+        goto out;
+    }
+    if (o->socket_group != (gid_t)-1 &&
+        fchownat(privfd, "s", -1, o->socket_group,
+                 AT_SYMLINK_NOFOLLOW) < 0) {
+        error_setg_errno(errp, errno, "--socket-group: cannot give %s to "
+                         "group %u", path, o->socket_group);
+        goto out;
+    }
+    if (fchmodat(privfd, "s", o->socket_mode, 0) < 0) {
+        error_setg_errno(errp, errno, "--socket-mode: cannot chmod %s",
+                         path);
+        goto out;
+    }
+    if (renameat(privfd, "s", dirfd, base) < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot move the socket there",
+                         path);
+        goto out;
+    }
+    ok = true;
+out:
+    if (privfd >= 0) {
+        unlinkat(privfd, "s", 0);
+        close(privfd);
+    }
+    if (unlinkat(dirfd, privname, AT_REMOVEDIR) < 0) {
+        /* left behind: harmless, and says what happened */
+    }
+    close(dirfd);
+    return ok;
+}
+
 static int open_listen_socket(const ServerOptions *o, const char *path,
                               Error **errp)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    mode_t old_umask;
-    int sock, ret;
+    int sock;
 
     if (strlen(path) >= sizeof(addr.sun_path)) {
         error_setg(errp, "-S %s: path longer than %zu bytes", path,
@@ -678,48 +757,19 @@ static int open_listen_socket(const ServerOptions *o, const char *path,
         error_setg_errno(errp, errno, "socket");
         return -1;
     }
-    /* Owner only until the mode and group are set. */
-    old_umask = umask(0177);
-    ret = bind(sock, (struct sockaddr *)&addr, sizeof(addr));
-    umask(old_umask);
-    if (ret < 0) {
-        error_setg_errno(errp, errno, "-S %s: cannot bind", path);
+    if (!bind_socket_privately(o, sock, path, errp)) {
         close(sock);
         return -1;
     }
     if (listen(sock, SOMAXCONN) < 0) {
         error_setg_errno(errp, errno, "-S %s: cannot listen", path);
-        goto fail;
-    }
-    if (o->socket_group != (gid_t)-1 && chown(path, -1, o->socket_group) < 0) {
-        error_setg_errno(errp, errno, "--socket-group: cannot give %s to "
-                         "group %u", path, o->socket_group);
-        goto fail;
-    }
-    if (chmod(path, o->socket_mode) < 0) {
-        error_setg_errno(errp, errno, "--socket-mode: cannot chmod %s", path);
-        goto fail;
+        close(sock);
+        unlink(path);
+        return -1;
     }
     return sock;
-
-fail:
-    close(sock);
-    unlink(path);
-    return -1;
 }
 
-/*
- * fork() copies only the calling thread: a lock that another thread holds
- * at that moment stays locked forever in the child.  QEMU's util/rcu.c
- * starts its call_rcu thread from a constructor, before main(), and by
- * default starts a new one in every child from a pthread_atfork() handler,
- * and GCC 12's libasan does not lock its allocator around fork().  So a
- * daemon forked while such a thread was starting could inherit a held
- * allocator lock, and hang in LeakSanitizer's check at exit.  The server
- * queues no RCU callbacks: its children get no call_rcu thread, and the
- * parent forks only once its own has run a callback, after which that
- * thread just sleeps and waits for the next one.
- */
 static void quiesce_threads_for_fork(void)
 {
     rcu_disable_atfork();
