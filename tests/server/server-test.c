@@ -3247,6 +3247,25 @@ static void test_user_dos(void)
     snprintf(left, sizeof(left), "peer %" PRId64 " left", b.id);
     check(good && b.sock >= 0 && !strstr(slurp(s.log), left),
           "neither newcomer was dropped");
+    /* QEMU as the newcomer, as in the report: two doorbell devices */
+    {
+        const char *qemu = getenv("IVSHMEM_QEMU");
+        char qlog[128];
+
+        if (!qemu || access(qemu, X_OK) != 0) {
+            printf("ok %d - QEMU starts meanwhile # SKIP no QEMU binary in "
+                   "IVSHMEM_QEMU\n", ++test_count);
+        } else {
+            snprintf(qlog, sizeof(qlog), "%s/qemu-dos.log", tmpdir);
+            t0 = now();
+            qemu_on_server(&s, qlog);
+            took = now() - t0;
+            check(count_lines_with(qlog, "ivshmem_realized") == 2,
+                  "meanwhile QEMU (root) realizes two ivshmem-doorbell "
+                  "devices on this server (%.2f s to realize and stop)",
+                  took);
+        }
+    }
     hostile_stop(&h1);
     hostile_stop(&h2);
     peer_close(&a);
@@ -3395,7 +3414,7 @@ static const struct {
     { "device", test_device_seal_warning, 2 },
     { "wrap", test_id_wrap, 1 },
     { "blockedlog", test_blocked_log, 4 },
-    { "userdos", test_user_dos, 5 },
+    { "userdos", test_user_dos, 6 },
     { "daemon23", test_daemon_details, 4 },
     { "reserve23", test_reserve, 2 },
     { "perms23", test_socket_perms, 2 },
