@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <linux/sockios.h>
@@ -123,6 +124,83 @@ static void set_throttled(IvshmemServer *s, IvshmemServerPeer *peer, bool on)
     }
 }
 
+/* Messages sent to @peer that it has not read yet. */
+static uint64_t unread_msgs(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    int queued = 0;
+
+    if (ioctl(peer->sock, SIOCOUTQ, &queued) < 0) {
+        return 0;
+    }
+    return DIV_ROUND_UP((uint64_t)queued, s->msg_truesize);
+}
+
+static bool budget_limited(IvshmemServer *s)
+{
+    return s->fd_budget != UINT32_MAX;
+}
+
+/* Count a connection of @uid, creating its entry on the first. */
+static IvshmemServerUser *user_get(IvshmemServer *s, uid_t uid)
+{
+    IvshmemServerUser *u = g_hash_table_lookup(s->users,
+                                               GUINT_TO_POINTER(uid));
+
+    if (!u) {
+        u = g_new0(IvshmemServerUser, 1);
+        u->uid = uid;
+        g_hash_table_insert(s->users, GUINT_TO_POINTER(uid), u);
+    }
+    u->nconns++;
+    return u;
+}
+
+static void user_put(IvshmemServer *s, IvshmemServerUser *u)
+{
+    if (--u->nconns == 0 && !u->inflight && !u->lost) {
+        g_hash_table_remove(s->users, GUINT_TO_POINTER(u->uid));
+    }
+}
+
+static void set_inflight(IvshmemServer *s, IvshmemServerPeer *peer,
+                         uint32_t n)
+{
+    peer->user->inflight += n - peer->inflight;
+    s->inflight += n - peer->inflight;
+    peer->inflight = n;
+}
+
+/* What @peer still has unread: it may have read some since. */
+static void refresh_inflight(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    if (peer->inflight) {
+        uint32_t n = outq_unread_fds(&peer->outq, unread_msgs(s, peer));
+
+        set_inflight(s, peer, MIN(n, peer->inflight));
+    }
+}
+
+/*
+ * Descriptors @peer may be sent now.  Linux refuses to put more than the
+ * server's RLIMIT_NOFILE in flight (CAP_SYS_RESOURCE exempt); one user's
+ * connections may hold at most 1/--user-share of that budget, so that a
+ * user whose clients never read cannot starve another user's newcomers.
+ */
+static uint32_t fd_allowance(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    uint64_t user_used, all_used;
+
+    if (!budget_limited(s)) {
+        return UINT32_MAX;
+    }
+    user_used = (uint64_t)peer->user->inflight + peer->user->lost;
+    all_used = (uint64_t)s->inflight + s->lost;
+    if (user_used >= s->user_fd_cap || all_used >= s->fd_budget) {
+        return 0;
+    }
+    return MIN(s->user_fd_cap - user_used, s->fd_budget - all_used);
+}
+
 static void send_to_peer(IvshmemServer *s, IvshmemServerPeer *peer,
                          int64_t value, SharedFd *sfd)
 {
@@ -190,11 +268,24 @@ static void fill_setup(IvshmemServer *s, IvshmemServerPeer *peer)
 static void flush_peer(IvshmemServer *s, IvshmemServerPeer *peer)
 {
     for (;;) {
+        uint32_t budget, before;
+        OutFlushResult res;
+
         fill_setup(s, peer);
         if (peer->doomed) {
             return;
         }
-        switch (outq_flush(&peer->outq, peer->sock)) {
+        budget = fd_allowance(s, peer);
+        if (!budget && peer->inflight) {
+            refresh_inflight(s, peer);
+            budget = fd_allowance(s, peer);
+        }
+        before = budget;
+        res = outq_flush(&peer->outq, peer->sock, &budget);
+        if (budget_limited(s)) {
+            set_inflight(s, peer, peer->inflight + (before - budget));
+        }
+        switch (res) {
         case OUTQ_FLUSH_EMPTY:
             if (peer->generating) {
                 continue;
@@ -216,6 +307,17 @@ static void flush_peer(IvshmemServer *s, IvshmemServerPeer *peer)
             set_want_out(s, peer, false);
             set_throttled(s, peer, true);
             return;
+        case OUTQ_FLUSH_OVER_BUDGET:
+            if (!peer->throttled) {
+                server_debug("peer %u: too many descriptors in flight for "
+                             "uid %u (%u unread, its share is %u; see "
+                             "--user-share), waiting", peer->id,
+                             peer->user->uid, peer->user->inflight,
+                             s->user_fd_cap);
+            }
+            set_want_out(s, peer, false);
+            set_throttled(s, peer, true);
+            return;
         case OUTQ_FLUSH_ERROR:
             server_debug("peer %u: send failed: %s", peer->id,
                          strerror(errno));
@@ -233,13 +335,11 @@ static void kick_peer(IvshmemServer *s, IvshmemServerPeer *peer)
     }
 }
 
-static void free_peer(IvshmemServerPeer *peer, uint32_t nvectors)
+/* Its vectors and queue; a zombie keeps only its socket. */
+static void release_peer_fds(IvshmemServerPeer *peer, uint32_t nvectors)
 {
     uint32_t v;
 
-    if (peer->sock >= 0) {
-        close(peer->sock);
-    }
     for (v = 0; v < nvectors && peer->vectors; v++) {
         if (peer->vectors[v]) {
             peer->vectors[v]->orphan = true;
@@ -248,6 +348,28 @@ static void free_peer(IvshmemServerPeer *peer, uint32_t nvectors)
     }
     outq_clear(&peer->outq);
     g_free(peer->vectors);
+    peer->vectors = NULL;
+}
+
+/*
+ * Descriptors still unread when the server closes a connection stay
+ * charged to the server until the client reads them or exits, which the
+ * server can no longer see: they stay charged to the client's user.
+ */
+static void free_peer(IvshmemServer *s, IvshmemServerPeer *peer)
+{
+    release_peer_fds(peer, s->nvectors);
+    if (peer->sock >= 0) {
+        close(peer->sock);
+    }
+    if (peer->user) {
+        uint32_t n = peer->inflight;
+
+        set_inflight(s, peer, 0);
+        peer->user->lost += n;
+        s->lost += n;
+        user_put(s, peer->user);
+    }
     g_free(peer);
 }
 
@@ -274,7 +396,105 @@ static void remove_peer(IvshmemServer *s, IvshmemServerPeer *peer)
             kick_peer(s, other);
         }
     }
-    free_peer(peer, s->nvectors);
+    refresh_inflight(s, peer);
+    if (peer->inflight) {
+        /*
+         * Closing the socket would not free what it holds unread; keep
+         * it, charged to its user, until the client reads or exits.
+         */
+        server_debug("peer %u holds %u unread descriptors: its socket "
+                     "stays open until they are read", peer->id,
+                     peer->inflight);
+        release_peer_fds(peer, s->nvectors);
+        peer->zombie = true;
+        QTAILQ_INSERT_TAIL(&s->zombies, peer, next);
+        return;
+    }
+    free_peer(s, peer);
+}
+
+static void reap_zombies(IvshmemServer *s)
+{
+    IvshmemServerPeer *peer, *tmp;
+
+    QTAILQ_FOREACH_SAFE(peer, &s->zombies, next, tmp) {
+        refresh_inflight(s, peer);
+        if (!peer->inflight) {
+            QTAILQ_REMOVE(&s->zombies, peer, next);
+            free_peer(s, peer);
+        }
+    }
+}
+
+typedef enum EvictResult {
+    EVICT_NONE,                 /* nobody to evict */
+    EVICT_NOW,                  /* a connection was closed */
+    EVICT_LATER,                /* a peer was doomed: retry after reaping */
+} EvictResult;
+
+/*
+ * No room for a newcomer of @uid (out of descriptors, or at --max-peers
+ * when @need_peer): if another user holds more connections than @uid's
+ * user would with the newcomer, close one of them, a dropped connection
+ * (zombie) first unless @need_peer, else its newest peer still in setup,
+ * else its newest peer.  So a user may use free room beyond its share,
+ * but never keeps another user out.
+ */
+static EvictResult evict_for(IvshmemServer *s, uid_t uid, bool need_peer)
+{
+    IvshmemServerUser *u = g_hash_table_lookup(s->users,
+                                               GUINT_TO_POINTER(uid));
+    IvshmemServerUser *hog = NULL;
+    IvshmemServerPeer *peer, *victim = NULL, *newest = NULL;
+    uint32_t mine = u ? u->nconns : 0;
+    GHashTableIter it;
+    gpointer value;
+
+    g_hash_table_iter_init(&it, s->users);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        IvshmemServerUser *other = value;
+
+        if (other->uid != uid && (!hog || other->nconns > hog->nconns)) {
+            hog = other;
+        }
+    }
+    if (!hog || hog->nconns <= mine + 1) {
+        return EVICT_NONE;
+    }
+    if (!need_peer) {
+        QTAILQ_FOREACH(peer, &s->zombies, next) {
+            if (peer->user == hog) {
+                server_log("closing a dropped connection of uid %u (%u "
+                           "connections, the most) for a newcomer of uid "
+                           "%u", hog->uid, hog->nconns, uid);
+                QTAILQ_REMOVE(&s->zombies, peer, next);
+                free_peer(s, peer);
+                return EVICT_NOW;
+            }
+        }
+    }
+    QTAILQ_FOREACH_REVERSE(peer, &s->peers, next) {
+        if (peer->user != hog || peer->doomed) {
+            continue;
+        }
+        if (!newest) {
+            newest = peer;
+        }
+        if (peer->in_setup) {
+            victim = peer;
+            break;
+        }
+    }
+    victim = victim ? victim : newest;
+    if (!victim) {
+        return EVICT_NONE;
+    }
+    server_log("no room for a newcomer of uid %u: evicting peer %u of uid "
+               "%u (%u connections, the most)", uid, victim->id, hog->uid,
+               hog->nconns);
+    doom_peer(s, victim, "evicted for a newcomer of another user (its "
+              "user held the most connections)");
+    return EVICT_LATER;
 }
 
 /* Remove doomed peers; telling the others may doom more of them. */
@@ -325,6 +545,10 @@ static bool create_vectors(IvshmemServer *s, IvshmemServerPeer *peer)
         int fd = eventfd(0, EFD_CLOEXEC);
 
         if (fd < 0) {
+            int err = errno;
+
+            release_peer_fds(peer, s->nvectors);
+            errno = err;
             return false;
         }
         peer->vectors[v] = shared_fd_new(fd);
@@ -410,6 +634,9 @@ static bool join_peer(IvshmemServer *s, int sock)
         return true;
     }
     if (s->npeers >= s->cfg.max_peers) {
+        if (evict_for(s, cred.uid, true) == EVICT_LATER) {
+            return false;
+        }
         why = g_strdup_printf("%u peers already, the --max-peers limit "
                               "(uid %u pid %d)", s->npeers, cred.uid,
                               cred.pid);
@@ -420,18 +647,26 @@ static bool join_peer(IvshmemServer *s, int sock)
     peer->sock = -1;
     peer->pid = cred.pid;
     peer->uid = cred.uid;
-    if (!create_vectors(s, peer)) {
+    while (!create_vectors(s, peer)) {
         int err = errno;
+        EvictResult res = EVICT_NONE;
 
-        free_peer(g_steal_pointer(&peer), s->nvectors);
-        if ((err == EMFILE || err == ENFILE) && drop_fd_hog(s)) {
+        if (err == EMFILE || err == ENFILE) {
+            res = drop_fd_hog(s) ? EVICT_LATER : evict_for(s, cred.uid,
+                                                           false);
+        }
+        if (res == EVICT_NOW) {
+            continue;
+        }
+        free_peer(s, g_steal_pointer(&peer));
+        if (res == EVICT_LATER) {
             return false;
         }
         refuse_client(sock, strerror(err));
         return true;
     }
     if (!alloc_peer_id(s, &peer->id)) {
-        free_peer(g_steal_pointer(&peer), s->nvectors);
+        free_peer(s, g_steal_pointer(&peer));
         refuse_client(sock, "all 65536 peer IDs are in use");
         return true;
     }
@@ -441,11 +676,12 @@ static bool join_peer(IvshmemServer *s, int sock)
         int err = errno;
 
         peer->sock = -1;    /* refuse_client closes it */
-        free_peer(g_steal_pointer(&peer), s->nvectors);
+        free_peer(s, g_steal_pointer(&peer));
         refuse_client(sock, strerror(err));
         return true;
     }
     limit_in_flight(s, sock);
+    peer->user = user_get(s, cred.uid);
 
     outq_init(&peer->outq, s->cfg.queue_limit + SETUP_CHUNK +
               s->nvectors + 3, s->cfg.queue_fds + SETUP_CHUNK +
@@ -476,22 +712,41 @@ static bool join_peer(IvshmemServer *s, int sock)
 }
 
 /*
- * Out of fds: accept the pending client with the reserve fd freed, and
- * close it at once, so it is told no instead of spinning the loop.
- * Returns false when no client was pending (Linux reports EMFILE before
- * it looks at the queue).
+ * Out of fds: accept the pending client with the reserve fd freed, so
+ * that it is told no, or joins by evicting a connection of a user that
+ * holds more (see evict_for), instead of spinning the loop.  Returns
+ * false when no client was pending (Linux reports EMFILE before it looks
+ * at the queue).  The reserve is taken again after the reap.
  */
-static bool refuse_with_reserve_fd(IvshmemServer *s)
+static bool accept_with_reserve_fd(IvshmemServer *s)
 {
     int sock;
 
     close(s->reserve_fd);
-    sock = accept4(s->listen_sock, NULL, NULL, SOCK_CLOEXEC);
-    if (sock >= 0) {
-        refuse_client(sock, "out of file descriptors");
+    s->reserve_fd = -1;
+    sock = accept4(s->listen_sock, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (sock < 0) {
+        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        return false;
     }
-    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    return sock >= 0;
+    if (!join_peer(s, sock)) {
+        g_array_append_val(s->deferred, sock);
+    }
+    return true;
+}
+
+/* Out of fds and no reserve: accepts wait for the tick, not spinning. */
+static void pause_listening(IvshmemServer *s, bool on)
+{
+    struct epoll_event ev = {
+        .events = on ? 0 : EPOLLIN,
+        .data.ptr = &listen_tag,
+    };
+
+    if (s->listen_paused != on &&
+        epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_sock, &ev) == 0) {
+        s->listen_paused = on;
+    }
 }
 
 /*
@@ -521,8 +776,13 @@ static void accept_clients(IvshmemServer *s)
             if (drop_fd_hog(s)) {
                 return;     /* accepted again once the hog is reaped */
             }
-            if (s->reserve_fd >= 0 && refuse_with_reserve_fd(s)) {
-                continue;
+            if (s->reserve_fd >= 0) {
+                if (accept_with_reserve_fd(s)) {
+                    return;     /* the reserve is taken again later */
+                }
+            } else {
+                pause_listening(s, true);
+                return;
             }
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -580,17 +840,6 @@ static void handle_peer_event(IvshmemServer *s, IvshmemServerPeer *peer,
     }
 }
 
-/* Messages sent to @peer that it has not read yet. */
-static uint64_t unread_msgs(IvshmemServer *s, IvshmemServerPeer *peer)
-{
-    int queued = 0;
-
-    if (ioctl(peer->sock, SIOCOUTQ, &queued) < 0) {
-        return 0;
-    }
-    return DIV_ROUND_UP((uint64_t)queued, s->msg_truesize);
-}
-
 /* Has @peer read its setup?  Drop it if its time is up. */
 static void check_setup(IvshmemServer *s, IvshmemServerPeer *peer,
                         int64_t now)
@@ -601,6 +850,14 @@ static void check_setup(IvshmemServer *s, IvshmemServerPeer *peer,
         QTAILQ_REMOVE(&s->in_setup, peer, setup_next);
         server_debug("peer %u read its setup", peer->id);
     } else if (now >= peer->setup_deadline) {
+        if (!unread_msgs(s, peer)) {
+            /* it read all it was sent: the server holds the rest back */
+            peer->setup_deadline = now +
+                                   (int64_t)s->cfg.setup_timeout_ms * 1000000;
+            server_debug("peer %u: setup held back by the server, its "
+                         "deadline is extended", peer->id);
+            return;
+        }
         doom_peer(s, peer, "did not read its setup in time "
                   "(see --setup-timeout)");
     }
@@ -615,6 +872,13 @@ static void handle_tick(IvshmemServer *s)
     if (read(s->timer_fd, &expirations, sizeof(expirations)) < 0) {
         /* EAGAIN: nothing expired */
     }
+    if (s->inflight) {
+        QTAILQ_FOREACH(peer, &s->peers, next) {
+            refresh_inflight(s, peer);
+        }
+        reap_zombies(s);
+    }
+    pause_listening(s, false);
     if (s->nthrottled) {
         QTAILQ_FOREACH(peer, &s->peers, next) {
             if (peer->throttled && !peer->doomed) {
@@ -632,7 +896,8 @@ static void handle_tick(IvshmemServer *s)
 /* Tick only while a peer is throttled or has a setup to read. */
 static void update_timer(IvshmemServer *s)
 {
-    bool need = s->nthrottled || !QTAILQ_EMPTY(&s->in_setup);
+    bool need = s->nthrottled || !QTAILQ_EMPTY(&s->in_setup) ||
+                s->inflight || s->listen_paused;
     struct itimerspec its = { { 0, 0 }, { 0, 0 } };
 
     if (need == s->timer_armed) {
@@ -680,7 +945,7 @@ static void handle_signal(IvshmemServer *s)
     }
 }
 
-void ivshmem_server_run(IvshmemServer *s)
+bool ivshmem_server_run(IvshmemServer *s)
 {
     struct epoll_event events[EPOLL_BATCH];
 
@@ -718,9 +983,12 @@ void ivshmem_server_run(IvshmemServer *s)
             }
             reap_doomed_peers(s);
         }
+        if (s->reserve_fd < 0) {
+            s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
         update_timer(s);
     }
-    server_log_stop_thread();
+    return server_log_stop_thread();
 }
 
 static bool watch_fd(IvshmemServer *s, int fd, void *tag, Error **errp)
@@ -755,6 +1023,42 @@ static int open_signal_fd(Error **errp)
         error_setg_errno(errp, errno, "signalfd");
     }
     return fd;
+}
+
+/* Does Linux let this process put any number of fds in flight? */
+static bool fds_in_flight_unlimited(void)
+{
+    g_autofree char *status = NULL;
+    const char *p;
+    uint64_t caps;
+
+    if (!g_file_get_contents("/proc/self/status", &status, NULL, NULL)) {
+        return geteuid() == 0;
+    }
+    p = strstr(status, "\nCapEff:");
+    if (!p) {
+        return geteuid() == 0;
+    }
+    caps = g_ascii_strtoull(p + strlen("\nCapEff:"), NULL, 16);
+    /* too_many_unix_fds(): CAP_SYS_RESOURCE or CAP_SYS_ADMIN */
+    return caps & ((1ULL << 24) | (1ULL << 21));
+}
+
+/* The fds in flight Linux allows this process, and one user's share. */
+static void set_fd_budget(IvshmemServer *s)
+{
+    struct rlimit rl;
+    uint32_t share = MAX(s->cfg.user_share, 1);
+
+    s->fd_budget = UINT32_MAX;
+    s->user_fd_cap = UINT32_MAX;
+    if (fds_in_flight_unlimited() || getrlimit(RLIMIT_NOFILE, &rl) < 0 ||
+        rl.rlim_cur == RLIM_INFINITY) {
+        return;
+    }
+    /* a margin for what other processes of the server's user send */
+    s->fd_budget = MIN(rl.rlim_cur, UINT32_MAX - 1) * 15 / 16;
+    s->user_fd_cap = MAX(s->fd_budget / share, 1);
 }
 
 /* What one queued message costs in a socket buffer, for SO_SNDBUF. */
@@ -793,7 +1097,11 @@ bool ivshmem_server_init(IvshmemServer *s, int listen_sock, int shm_fd,
     };
     QTAILQ_INIT(&s->peers);
     QTAILQ_INIT(&s->in_setup);
+    QTAILQ_INIT(&s->zombies);
     QSLIST_INIT(&s->doomed);
+    s->users = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
+                                     g_free);
+    set_fd_budget(s);
 
     if (!g_unix_set_fd_nonblocking(listen_sock, true, NULL)) {
         error_setg_errno(errp, errno, "cannot make the socket non-blocking");
@@ -825,7 +1133,15 @@ void ivshmem_server_cleanup(IvshmemServer *s)
 
     QTAILQ_FOREACH_SAFE(peer, &s->peers, next, tmp) {
         QTAILQ_REMOVE(&s->peers, peer, next);
-        free_peer(peer, s->nvectors);
+        free_peer(s, peer);
+    }
+    QTAILQ_FOREACH_SAFE(peer, &s->zombies, next, tmp) {
+        QTAILQ_REMOVE(&s->zombies, peer, next);
+        free_peer(s, peer);
+    }
+    if (s->users) {
+        g_hash_table_destroy(s->users);
+        s->users = NULL;
     }
     for (i = 0; s->deferred && i < s->deferred->len; i++) {
         close(g_array_index(s->deferred, int, i));

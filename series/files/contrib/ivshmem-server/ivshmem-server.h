@@ -22,6 +22,11 @@
 #define IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR 4096
 /* Default bound on the descriptors a client leaves unread in its socket. */
 #define IVSHMEM_SERVER_FDS_IN_FLIGHT 16
+/*
+ * Default share of the descriptor budget one user may use: 1/4, so that
+ * three hostile local users cannot lock out a fourth.
+ */
+#define IVSHMEM_SERVER_USER_SHARE 4
 /* Default time a client has to read its setup. */
 #define IVSHMEM_SERVER_SETUP_TIMEOUT_MS 30000
 
@@ -32,9 +37,22 @@ typedef struct IvshmemServerConfig {
     uint32_t fds_in_flight;     /* --fds-in-flight */
     uint32_t max_peers;         /* --max-peers */
     uint32_t setup_timeout_ms;  /* --setup-timeout */
+    uint32_t user_share;        /* --user-share */
     GArray *allow_uids;         /* uid_t; NULL or empty: anyone */
     GArray *allow_gids;         /* gid_t; NULL or empty: anyone */
 } IvshmemServerConfig;
+
+/*
+ * One client user (uid), for fairness: the connections it holds (peers
+ * and zombies), and the descriptors the server sent them that they have
+ * not read yet, which Linux charges to the server's user.
+ */
+typedef struct IvshmemServerUser {
+    uid_t uid;
+    uint32_t nconns;
+    uint32_t inflight;
+    uint32_t lost;              /* unread by connections the server closed */
+} IvshmemServerUser;
 
 typedef struct IvshmemServerPeer {
     uint16_t id;
@@ -49,10 +67,14 @@ typedef struct IvshmemServerPeer {
     int64_t setup_deadline;     /* ns, CLOCK_MONOTONIC */
     pid_t pid;                  /* SO_PEERCRED */
     uid_t uid;
+    IvshmemServerUser *user;
+    uint32_t inflight;          /* descriptors sent, not known to be read */
+    bool zombie;                /* gone from the table; socket kept open */
+                                /* until its unread descriptors are read */
     const char *doom_reason;
     SharedFd **vectors;         /* nvectors eventfds, owned */
     OutQueue outq;
-    QTAILQ_ENTRY(IvshmemServerPeer) next;       /* join order */
+    QTAILQ_ENTRY(IvshmemServerPeer) next;       /* join order; zombies */
     QTAILQ_ENTRY(IvshmemServerPeer) setup_next; /* while in_setup */
     QSLIST_ENTRY(IvshmemServerPeer) doomed_next;
 } IvshmemServerPeer;
@@ -71,10 +93,17 @@ typedef struct IvshmemServer {
     uint32_t next_id;           /* where the ID search starts */
     uint32_t npeers;
     uint32_t nthrottled;
+    bool listen_paused;         /* out of fds: accepts wait for the tick */
+    uint32_t fd_budget;         /* fds in flight allowed; UINT32_MAX: any */
+    uint32_t user_fd_cap;       /* of them, for one user */
+    uint32_t inflight;          /* of all users */
+    uint32_t lost;              /* of all users */
+    GHashTable *users;          /* uid -> IvshmemServerUser */
     uint64_t id_used[IVSHMEM_MAX_PEERS / 64];  /* bitmap of by_id */
     IvshmemServerPeer **by_id;  /* IVSHMEM_MAX_PEERS slots */
     QTAILQ_HEAD(, IvshmemServerPeer) peers;
     QTAILQ_HEAD(, IvshmemServerPeer) in_setup;
+    QTAILQ_HEAD(, IvshmemServerPeer) zombies;
     QSLIST_HEAD(, IvshmemServerPeer) doomed;
     GArray *deferred;           /* accepted sockets waiting for fds */
     bool quit;
@@ -87,7 +116,8 @@ typedef struct IvshmemServer {
  */
 bool ivshmem_server_init(IvshmemServer *s, int listen_sock, int shm_fd,
                          const IvshmemServerConfig *cfg, Error **errp);
-void ivshmem_server_run(IvshmemServer *s);
+/* False if the log writer is stuck: the caller must leave with _exit(). */
+bool ivshmem_server_run(IvshmemServer *s);
 void ivshmem_server_cleanup(IvshmemServer *s);
 
 #endif

@@ -31,6 +31,7 @@ typedef struct ServerOptions {
     bool foreground;            /* -F */
     bool verbose;               /* -v */
     bool memfd;                 /* --memfd */
+    bool sparse;                /* --sparse */
     const char *socket_path;    /* -S */
     const char *pidfile;        /* -p */
     const char *shm_name;       /* -M */
@@ -42,6 +43,7 @@ typedef struct ServerOptions {
     uint32_t fds_in_flight;     /* --fds-in-flight */
     uint32_t max_peers;         /* --max-peers; 0: from RLIMIT_NOFILE */
     uint32_t setup_timeout;     /* --setup-timeout, seconds */
+    uint32_t user_share;        /* --user-share */
     int socket_mode;            /* --socket-mode; -1: 0600, 0660 w/ group */
     gid_t socket_group;         /* --socket-group; -1: none */
     gid_t shm_group;            /* --shm-group; -1: none */
@@ -60,6 +62,8 @@ enum {
     OPT_ALLOW_USER,
     OPT_ALLOW_GROUP,
     OPT_MEMFD,
+    OPT_USER_SHARE,
+    OPT_SPARSE,
 };
 
 static void usage(FILE *out, const char *prog)
@@ -85,8 +89,13 @@ static void usage(FILE *out, const char *prog)
 "                          can shrink or grow it (no SIGBUS from a\n"
 "                          truncated region; not shared across restarts)\n"
 "  -l, --size SIZE         region size, a power of two, with optional\n"
-"                          K/M/G/T suffix (default 4M); must fit in the\n"
-"                          free space of its filesystem\n"
+"                          K/M/G/T suffix (default 4M); with -M and -m it\n"
+"                          is allocated at start (fallocate), so that a\n"
+"                          filesystem filled later cannot crash the\n"
+"                          guests with SIGBUS\n"
+"      --sparse            with -M or -m: allocate as peers touch the\n"
+"                          region instead (it must still fit the free\n"
+"                          space at start)\n"
 "\n"
 "Socket and access:\n"
 "  -S, --socket PATH       listen on PATH (default " DEFAULT_SOCKET ",\n"
@@ -118,7 +127,15 @@ static void usage(FILE *out, const char *prog)
 "                          socket; the kernel counts them against the\n"
 "                          server user's RLIMIT_NOFILE (default %d)\n"
 "      --setup-timeout SECS  drop a client that has not read its setup\n"
-"                          after SECS seconds (default %d)\n"
+"                          after SECS seconds (default %d; not while the\n"
+"                          server holds its setup back)\n"
+"      --user-share N      a user's clients together may leave at most\n"
+"                          1/N of the descriptors Linux lets the server\n"
+"                          have in flight unread, so that N - 1 users\n"
+"                          whose clients never read cannot starve\n"
+"                          another's (default %d).  Out of descriptors\n"
+"                          or at --max-peers, a newcomer evicts a client\n"
+"                          of the user holding the most connections\n"
 "\n"
 "Process:\n"
 "  -p, --pidfile FILE      write the server's PID to FILE\n"
@@ -135,7 +152,8 @@ static void usage(FILE *out, const char *prog)
 "the server's state.\n",
             prog, MAX_DEVICE_VECTORS, IVSHMEM_SERVER_QUEUE_PER_VECTOR,
             IVSHMEM_SERVER_QUEUE_FDS_PER_VECTOR, IVSHMEM_SERVER_FDS_IN_FLIGHT,
-            IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000);
+            IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000,
+            IVSHMEM_SERVER_USER_SHARE);
 }
 
 static bool parse_size(const char *arg, uint64_t *size, Error **errp)
@@ -240,6 +258,9 @@ static bool parse_option(int c, const char *arg, ServerOptions *o,
     case OPT_MEMFD:
         o->memfd = true;
         return true;
+    case OPT_SPARSE:
+        o->sparse = true;
+        return true;
     case 'l':
         return parse_size(arg, &o->size, errp);
     case 'n':
@@ -288,6 +309,12 @@ static bool parse_option(int c, const char *arg, ServerOptions *o,
         }
         o->setup_timeout = val;
         return true;
+    case OPT_USER_SHARE:
+        if (!parse_count("--user-share", arg, 1, 1024, &val, errp)) {
+            return false;
+        }
+        o->user_share = val;
+        return true;
     case OPT_SOCKET_MODE:
         return parse_mode(arg, &o->socket_mode, errp);
     case OPT_SOCKET_GROUP:
@@ -328,6 +355,7 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         { "shm-group", required_argument, NULL, OPT_SHM_GROUP },
         { "shm-dir", required_argument, NULL, 'm' },
         { "memfd", no_argument, NULL, OPT_MEMFD },
+        { "sparse", no_argument, NULL, OPT_SPARSE },
         { "size", required_argument, NULL, 'l' },
         { "vectors", required_argument, NULL, 'n' },
         { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
@@ -337,6 +365,7 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         { "queue-fds", required_argument, NULL, OPT_QUEUE_FDS },
         { "fds-in-flight", required_argument, NULL, OPT_FDS_IN_FLIGHT },
         { "setup-timeout", required_argument, NULL, OPT_SETUP_TIMEOUT },
+        { "user-share", required_argument, NULL, OPT_USER_SHARE },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -349,6 +378,7 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
         .nvectors = 1,
         .fds_in_flight = IVSHMEM_SERVER_FDS_IN_FLIGHT,
         .setup_timeout = IVSHMEM_SERVER_SETUP_TIMEOUT_MS / 1000,
+        .user_share = IVSHMEM_SERVER_USER_SHARE,
         .socket_mode = -1,
         .socket_group = -1,
         .shm_group = -1,
@@ -372,6 +402,11 @@ static bool parse_options(int argc, char **argv, ServerOptions *o,
     }
     if (!!o->shm_name + !!o->shm_dir + o->memfd > 1) {
         error_setg(errp, "-M, -m and --memfd are mutually exclusive");
+        return false;
+    }
+    if (o->sparse && o->memfd) {
+        error_setg(errp, "--sparse applies to -M and -m only (a --memfd "
+                   "region is always allocated as peers touch it)");
         return false;
     }
     if (!o->shm_dir && !o->shm_name && !o->memfd) {
@@ -484,6 +519,37 @@ static int inherited_socket(Error **errp)
  * without connecting to the first (which would see a peer come and go)
  * and without blocking on its backlog.  Returns the lock's fd.
  */
+/* PATH.lock names the process serving: the daemon, after the fork. */
+static bool write_lock_pid(int fd, const char *lock_path, Error **errp)
+{
+    g_autofree char *text = g_strdup_printf("%d\n", getpid());
+
+    if (ftruncate(fd, 0) < 0 ||
+        pwrite(fd, text, strlen(text), 0) != (ssize_t)strlen(text)) {
+        error_setg_errno(errp, errno, "cannot write %s", lock_path);
+        return false;
+    }
+    return true;
+}
+
+/* The path an inherited socket is bound to, for the log. */
+static char *socket_name(int sock)
+{
+    struct sockaddr_un addr = { 0 };
+    socklen_t len = sizeof(addr);
+
+    if (getsockname(sock, (struct sockaddr *)&addr, &len) < 0 ||
+        len <= offsetof(struct sockaddr_un, sun_path)) {
+        return g_strdup("(unnamed)");
+    }
+    if (!addr.sun_path[0]) {
+        return g_strdup_printf("@%.*s", (int)(len - 1 -
+                               offsetof(struct sockaddr_un, sun_path)),
+                               addr.sun_path + 1);
+    }
+    return g_strndup(addr.sun_path, sizeof(addr.sun_path));
+}
+
 static int lock_socket_path(const char *path, char **lock_path,
                             Error **errp)
 {
@@ -524,11 +590,8 @@ static int lock_socket_path(const char *path, char **lock_path,
             close(fd);
             continue;
         }
-        g_autofree char *text = g_strdup_printf("%d\n", getpid());
-        if (ftruncate(fd, 0) < 0 ||
-            write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
-            error_setg_errno(errp, errno, "-S %s: cannot write %s", path,
-                             lpath);
+        if (!write_lock_pid(fd, lpath, errp)) {
+            error_prepend(errp, "-S %s: ", path);
             close(fd);
             return -1;
         }
@@ -596,12 +659,91 @@ static bool make_socket_dir(const ServerOptions *o, Error **errp)
     return true;
 }
 
+/*
+ * Bind @sock in a private directory, give it its mode and group there,
+ * then rename it onto @path.  The mode and group are set by name inside
+ * a 0700 directory of ours that nobody else can change, so a local user
+ * who can write to @path's directory cannot swap the socket for a
+ * symlink and have the server chown or chmod another file.
+ */
+static bool bind_socket_privately(const ServerOptions *o, int sock,
+                                  const char *path, Error **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    g_autofree char *priv = g_strdup_printf("%s/.%s.XXXXXX", dir, base);
+    g_autofree char *privname = NULL;
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    struct stat st;
+    mode_t old_umask;
+    int dirfd = -1, privfd = -1, ret;
+    bool ok = false;
+
+    dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot open %s", path, dir);
+        return false;
+    }
+    if (!mkdtemp(priv)) {
+        error_setg_errno(errp, errno, "-S %s: cannot create a private "
+                         "directory in %s", path, dir);
+        close(dirfd);
+        return false;
+    }
+    privname = g_path_get_basename(priv);
+    privfd = openat(dirfd, privname, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+                    O_CLOEXEC);
+    if (privfd < 0 || fstat(privfd, &st) < 0 || st.st_uid != geteuid() ||
+        (st.st_mode & 077)) {
+        error_setg(errp, "-S %s: the private directory %s was replaced",
+                   path, priv);
+        goto out;
+    }
+    /* short whatever @path's length: through our descriptor */
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/s",
+             privfd);
+    old_umask = umask(0177);    /* owner only until the mode is set */
+    ret = bind(sock, (struct sockaddr *)&addr, sizeof(addr));
+    umask(old_umask);
+    if (ret < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot bind", path);
+        goto out;
+    }
+    if (o->socket_group != (gid_t)-1 &&
+        fchownat(privfd, "s", -1, o->socket_group,
+                 AT_SYMLINK_NOFOLLOW) < 0) {
+        error_setg_errno(errp, errno, "--socket-group: cannot give %s to "
+                         "group %u", path, o->socket_group);
+        goto out;
+    }
+    if (fchmodat(privfd, "s", o->socket_mode, 0) < 0) {
+        error_setg_errno(errp, errno, "--socket-mode: cannot chmod %s",
+                         path);
+        goto out;
+    }
+    if (renameat(privfd, "s", dirfd, base) < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot move the socket there",
+                         path);
+        goto out;
+    }
+    ok = true;
+out:
+    if (privfd >= 0) {
+        unlinkat(privfd, "s", 0);
+        close(privfd);
+    }
+    if (unlinkat(dirfd, privname, AT_REMOVEDIR) < 0) {
+        /* left behind: harmless, and says what happened */
+    }
+    close(dirfd);
+    return ok;
+}
+
 static int open_listen_socket(const ServerOptions *o, const char *path,
                               Error **errp)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    mode_t old_umask;
-    int sock, ret;
+    int sock;
 
     if (strlen(path) >= sizeof(addr.sun_path)) {
         error_setg(errp, "-S %s: path longer than %zu bytes", path,
@@ -617,48 +759,19 @@ static int open_listen_socket(const ServerOptions *o, const char *path,
         error_setg_errno(errp, errno, "socket");
         return -1;
     }
-    /* Owner only until the mode and group are set. */
-    old_umask = umask(0177);
-    ret = bind(sock, (struct sockaddr *)&addr, sizeof(addr));
-    umask(old_umask);
-    if (ret < 0) {
-        error_setg_errno(errp, errno, "-S %s: cannot bind", path);
+    if (!bind_socket_privately(o, sock, path, errp)) {
         close(sock);
         return -1;
     }
     if (listen(sock, SOMAXCONN) < 0) {
         error_setg_errno(errp, errno, "-S %s: cannot listen", path);
-        goto fail;
-    }
-    if (o->socket_group != (gid_t)-1 && chown(path, -1, o->socket_group) < 0) {
-        error_setg_errno(errp, errno, "--socket-group: cannot give %s to "
-                         "group %u", path, o->socket_group);
-        goto fail;
-    }
-    if (chmod(path, o->socket_mode) < 0) {
-        error_setg_errno(errp, errno, "--socket-mode: cannot chmod %s", path);
-        goto fail;
+        close(sock);
+        unlink(path);
+        return -1;
     }
     return sock;
-
-fail:
-    close(sock);
-    unlink(path);
-    return -1;
 }
 
-/*
- * fork() copies only the calling thread: a lock that another thread holds
- * at that moment stays locked forever in the child.  QEMU's util/rcu.c
- * starts its call_rcu thread from a constructor, before main(), and by
- * default starts a new one in every child from a pthread_atfork() handler,
- * and GCC 12's libasan does not lock its allocator around fork().  So a
- * daemon forked while such a thread was starting could inherit a held
- * allocator lock, and hang in LeakSanitizer's check at exit.  The server
- * queues no RCU callbacks: its children get no call_rcu thread, and the
- * parent forks only once its own has run a callback, after which that
- * thread just sleeps and waits for the next one.
- */
 static void quiesce_threads_for_fork(void)
 {
     rcu_disable_atfork();
@@ -687,9 +800,24 @@ static int daemonize_start(void)
         exit(1);
     }
     if (pid > 0) {
+        char msg[1024];
+        ssize_t n, len = 0;
+
         close(fds[1]);
         if (read(fds[0], &status, 1) != 1) {
             status = 1;
+        }
+        /* a start-up failure after the fork: its message follows */
+        while (len < (ssize_t)sizeof(msg) - 1 &&
+               (n = read(fds[0], msg + len, sizeof(msg) - 1 - len)) > 0) {
+            len += n;
+        }
+        msg[len] = 0;
+        if (len) {
+            fprintf(stderr, "ivshmem-server: %s\n", msg);
+        } else if (status) {
+            fprintf(stderr, "ivshmem-server: the daemon failed to start "
+                    "(see the system log)\n");
         }
         exit(status);
     }
@@ -711,7 +839,8 @@ static int daemonize_start(void)
     return fds[1];
 }
 
-static void daemonize_finish(int ready_fd, char status)
+/* Tell the launcher: @status, and @msg on a failure (it prints it). */
+static void daemonize_finish(int ready_fd, char status, const char *msg)
 {
     int null = open("/dev/null", O_RDWR);
 
@@ -724,7 +853,8 @@ static void daemonize_finish(int ready_fd, char status)
     if (null > STDERR_FILENO) {
         close(null);
     }
-    if (write(ready_fd, &status, 1) != 1) {
+    if (write(ready_fd, &status, 1) != 1 ||
+        (msg && write(ready_fd, msg, strlen(msg)) < 0)) {
         /* the parent is gone; nothing to tell */
     }
     close(ready_fd);
@@ -761,10 +891,11 @@ static bool open_shm(const ServerOptions *o, ServerShm *shm, Error **errp)
         return server_shm_open_memfd(shm, o->size, errp);
     }
     if (o->shm_dir) {
-        return server_shm_open_dir(shm, o->shm_dir, o->size, errp);
+        return server_shm_open_dir(shm, o->shm_dir, o->size, !o->sparse,
+                                   errp);
     }
     return server_shm_open_posix(shm, o->shm_name, o->size, o->shm_group,
-                                 errp);
+                                 !o->sparse, errp);
 }
 
 static void remove_file(const char *path)
@@ -801,13 +932,14 @@ int main(int argc, char **argv)
     g_autofree char *socket_path = NULL;
     g_autofree char *lock_path = NULL;
     g_autofree char *pidfile = NULL;
+    g_autofree char *listen_name = NULL;
     IvshmemServerConfig cfg;
     IvshmemServer server;
     ServerOptions o;
     ServerShm shm;
     Error *err = NULL;
     int sock, ready_fd = -1, lock_fd = -1, pid_fd = -1;
-    bool activated, ok;
+    bool activated, ok, log_ok;
 
     if (!parse_options(argc, argv, &o, &err) ||
         !check_fd_limit(&o, &err)) {
@@ -858,17 +990,22 @@ int main(int argc, char **argv)
         .fds_in_flight = o.fds_in_flight,
         .max_peers = o.max_peers,
         .setup_timeout_ms = o.setup_timeout * 1000,
+        .user_share = o.user_share,
         .allow_uids = o.allow_uids,
         .allow_gids = o.allow_gids,
     };
-    ok = !pidfile || (pid_fd = write_pidfile(pidfile, &err)) >= 0;
+    ok = (lock_fd < 0 || o.foreground ||
+          write_lock_pid(lock_fd, lock_path, &err)) &&
+         (!pidfile || (pid_fd = write_pidfile(pidfile, &err)) >= 0);
     if (ok && !ivshmem_server_init(&server, sock, shm.fd, &cfg, &err)) {
         ivshmem_server_cleanup(&server);    /* it owns sock and shm.fd */
         shm.fd = -1;
         ok = false;
     }
     if (!ok) {
-        server_error("%s", error_get_pretty(err));
+        g_autofree char *msg = g_strdup(error_get_pretty(err));
+
+        server_error("%s", msg);
         error_free(err);
         g_array_free(o.allow_uids, true);
         g_array_free(o.allow_gids, true);
@@ -878,21 +1015,25 @@ int main(int argc, char **argv)
         remove_file(lock_path);
         server_shm_cleanup(&shm);
         if (ready_fd >= 0) {
-            daemonize_finish(ready_fd, 1);
+            daemonize_finish(ready_fd, 1, msg);
         }
         return 1;
     }
     shm.fd = -1;                /* the server owns it now */
+    if (activated) {
+        listen_name = socket_name(sock);
+    }
     server_log("listening on %s%s: %" PRIu64 " bytes of %sshared memory, "
                "%u vectors per peer, at most %u peers",
-               activated ? "the socket from systemd, " : "", socket_path,
+               activated ? "the socket from systemd, " : "",
+               activated ? listen_name : socket_path,
                shm.size, o.memfd ? "sealed memfd " : "", o.nvectors,
                o.max_peers);
     if (ready_fd >= 0) {
-        daemonize_finish(ready_fd, 0);
+        daemonize_finish(ready_fd, 0, NULL);
     }
 
-    ivshmem_server_run(&server);
+    log_ok = ivshmem_server_run(&server);
 
     ivshmem_server_cleanup(&server);
     if (!activated) {
@@ -909,5 +1050,9 @@ int main(int argc, char **argv)
     server_shm_cleanup(&shm);
     g_array_free(o.allow_uids, true);
     g_array_free(o.allow_gids, true);
+    if (!log_ok) {
+        /* exit() could wait for the stdio lock the log writer holds */
+        _exit(0);
+    }
     return 0;
 }

@@ -2,6 +2,7 @@
 /* ivshmem-server: shared fds and bounded per-client outgoing queues. */
 
 #include "qemu/osdep.h"
+#include "qemu/host-utils.h"
 #include "qemu/ivshmem-proto.h"
 #include "outq.h"
 
@@ -126,10 +127,16 @@ static ssize_t outq_send_head(OutQueue *q, int sock)
     return n;
 }
 
-OutFlushResult outq_flush(OutQueue *q, int sock)
+OutFlushResult outq_flush(OutQueue *q, int sock, uint32_t *fd_budget)
 {
     while (q->len > 0) {
-        ssize_t n = outq_send_head(q, sock);
+        bool fd = q->ring[q->head].sfd && q->sent_bytes == 0;
+        ssize_t n;
+
+        if (fd && *fd_budget == 0) {
+            return OUTQ_FLUSH_OVER_BUDGET;
+        }
+        n = outq_send_head(q, sock);
 
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -145,6 +152,10 @@ OutFlushResult outq_flush(OutQueue *q, int sock)
             }
             return OUTQ_FLUSH_ERROR;
         }
+        if (q->sent_bytes == 0) {
+            q->fd_hist = (q->fd_hist << 1) | fd;
+            *fd_budget -= fd;
+        }
         q->sent_bytes += n;
         if (q->sent_bytes == IVSHMEM_MSG_SIZE) {
             q->sent++;
@@ -152,6 +163,15 @@ OutFlushResult outq_flush(OutQueue *q, int sock)
         }
     }
     return OUTQ_FLUSH_EMPTY;
+}
+
+uint32_t outq_unread_fds(const OutQueue *q, uint64_t unread)
+{
+    if (unread >= 64) {
+        /* older messages: assume each carried one */
+        return MIN(ctpop64(q->fd_hist) + (unread - 64), UINT32_MAX);
+    }
+    return ctpop64(q->fd_hist & ((1ULL << unread) - 1));
 }
 
 void outq_clear(OutQueue *q)

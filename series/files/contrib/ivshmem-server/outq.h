@@ -35,6 +35,8 @@ typedef struct OutQueue {
     size_t fd_limit;            /* push of an fd fails once nfds reaches it */
     size_t sent_bytes;          /* of the head message, after a short send */
     uint64_t sent;              /* messages handed to the kernel in all */
+    uint64_t fd_hist;           /* bit i: the i-th last message begun */
+                                /* carried a descriptor */
 } OutQueue;
 
 typedef enum OutPushResult {
@@ -47,14 +49,20 @@ typedef enum OutFlushResult {
     OUTQ_FLUSH_EMPTY,           /* everything sent */
     OUTQ_FLUSH_BLOCKED,         /* socket full: wait for EPOLLOUT */
     OUTQ_FLUSH_THROTTLED,       /* ETOOMANYREFS: too many fds in flight */
+    OUTQ_FLUSH_OVER_BUDGET,     /* the next message's fd is over *fd_budget */
     OUTQ_FLUSH_ERROR,           /* the client is gone; errno is set */
 } OutFlushResult;
 
 void outq_init(OutQueue *q, size_t limit, size_t fd_limit);
 /* Queue a message; takes a new reference on @sfd unless it fails. */
 OutPushResult outq_push(OutQueue *q, int64_t value, SharedFd *sfd);
-/* Send as much as the non-blocking socket @sock takes. */
-OutFlushResult outq_flush(OutQueue *q, int sock);
+/*
+ * Send as much as the non-blocking socket @sock takes, at most
+ * *@fd_budget descriptors; *@fd_budget is decreased by those sent.
+ */
+OutFlushResult outq_flush(OutQueue *q, int sock, uint32_t *fd_budget);
+/* Descriptors among the last @unread messages begun (an upper bound). */
+uint32_t outq_unread_fds(const OutQueue *q, uint64_t unread);
 void outq_clear(OutQueue *q);
 /* Queued messages whose fd is held only because they are queued. */
 size_t outq_count_orphans(const OutQueue *q);

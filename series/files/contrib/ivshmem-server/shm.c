@@ -23,6 +23,35 @@ static bool shm_set_size(int fd, uint64_t size, const char *what,
 }
 
 /*
+ * Allocate the whole region now.  tmpfs and hugetlbfs allocate on first
+ * touch: checking the free space at start is not enough, a local user
+ * who fills the filesystem later makes the guests' next touch of a page
+ * not yet allocated fail with SIGBUS.
+ */
+static bool shm_reserve(int fd, uint64_t size, const char *what,
+                        Error **errp)
+{
+    int ret;
+
+    do {
+        ret = fallocate(fd, 0, 0, size);
+    } while (ret < 0 && errno == EINTR);
+    if (ret == 0) {
+        return true;
+    }
+    if (errno == EOPNOTSUPP) {
+        fprintf(stderr, "ivshmem-server: warning: %s cannot reserve memory "
+                "ahead (fallocate: %s): the region is allocated as peers "
+                "touch it\n", what, strerror(errno));
+        return true;
+    }
+    error_setg_errno(errp, errno, "-l: cannot reserve %" PRIu64 " bytes in "
+                     "%s (make room, use a smaller -l, or --sparse to "
+                     "allocate on first touch)", size, what);
+    return false;
+}
+
+/*
  * Will @size bytes fit in the filesystem of @fd?  tmpfs and hugetlbfs
  * allocate on first touch: a region larger than the free space maps
  * fine and then kills the peers with SIGBUS when they touch its end.
@@ -63,7 +92,7 @@ static bool shm_check_space(int fd, uint64_t size, const char *what,
  * who can open it reads and rewrites the guests' memory.
  */
 static bool shm_check_existing(int fd, const char *name, uint64_t size,
-                               gid_t group, Error **errp)
+                               gid_t group, bool reserve, Error **errp)
 {
     struct stat st;
 
@@ -94,7 +123,8 @@ static bool shm_check_existing(int fd, const char *name, uint64_t size,
     }
     if (st.st_size == 0) {
         return shm_check_space(fd, size, "/dev/shm", errp) &&
-               shm_set_size(fd, size, name, errp);
+               shm_set_size(fd, size, name, errp) &&
+               (!reserve || shm_reserve(fd, size, "/dev/shm", errp));
     }
     if ((uint64_t)st.st_size != size) {
         error_setg(errp, "-M %s: existing shared memory object has %" PRIu64
@@ -102,7 +132,8 @@ static bool shm_check_existing(int fd, const char *name, uint64_t size,
                    name, (uint64_t)st.st_size, size);
         return false;
     }
-    return shm_check_space(fd, size, "/dev/shm", errp);
+    return shm_check_space(fd, size, "/dev/shm", errp) &&
+           (!reserve || shm_reserve(fd, size, "/dev/shm", errp));
 }
 
 static bool shm_give_group(int fd, const char *name, gid_t group,
@@ -120,7 +151,7 @@ static bool shm_give_group(int fd, const char *name, gid_t group,
 }
 
 bool server_shm_open_posix(ServerShm *shm, const char *name, uint64_t size,
-                           gid_t group, Error **errp)
+                           gid_t group, bool reserve, Error **errp)
 {
     g_autofree char *path = g_strdup_printf("%s%s",
                                             name[0] == '/' ? "" : "/", name);
@@ -132,7 +163,8 @@ bool server_shm_open_posix(ServerShm *shm, const char *name, uint64_t size,
         shm->created = true;
         if (!shm_give_group(fd, name, group, errp) ||
             !shm_check_space(fd, size, "/dev/shm", errp) ||
-            !shm_set_size(fd, size, name, errp)) {
+            !shm_set_size(fd, size, name, errp) ||
+            (reserve && !shm_reserve(fd, size, "/dev/shm", errp))) {
             close(fd);
             shm_unlink(path);
             return false;
@@ -143,7 +175,7 @@ bool server_shm_open_posix(ServerShm *shm, const char *name, uint64_t size,
             error_setg_errno(errp, errno, "-M %s: cannot open", name);
             return false;
         }
-        if (!shm_check_existing(fd, name, size, group, errp)) {
+        if (!shm_check_existing(fd, name, size, group, reserve, errp)) {
             close(fd);
             return false;
         }
@@ -157,7 +189,7 @@ bool server_shm_open_posix(ServerShm *shm, const char *name, uint64_t size,
 }
 
 bool server_shm_open_dir(ServerShm *shm, const char *dir, uint64_t size,
-                         Error **errp)
+                         bool reserve, Error **errp)
 {
     g_autofree char *path = g_build_filename(dir, "ivshmem.XXXXXX", NULL);
     struct statfs fs;
@@ -185,7 +217,8 @@ bool server_shm_open_dir(ServerShm *shm, const char *dir, uint64_t size,
         size = QEMU_ALIGN_UP(size, (uint64_t)fs.f_bsize);
     }
     if (!shm_check_space(fd, size, dir, errp) ||
-        !shm_set_size(fd, size, dir, errp)) {
+        !shm_set_size(fd, size, dir, errp) ||
+        (reserve && !shm_reserve(fd, size, dir, errp))) {
         close(fd);
         return false;
     }
