@@ -1092,11 +1092,12 @@ static bool ivshmem_fd_is_eventfd(int fd)
     return write(fd, &zero, sizeof(zero)) == sizeof(zero);
 }
 
-/* What @fd is, for an error: its /proc/self/fd link, or its file type */
+/* What @fd is, for an error: its /proc/self/fd link, else its kind */
 static char *ivshmem_fd_describe(int fd)
 {
     g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
     g_autofree char *link = g_file_read_link(path, NULL);
+    struct statfs fs;
     struct stat st;
 
     if (link && g_str_has_prefix(link, "anon_inode:")) {
@@ -1106,12 +1107,31 @@ static char *ivshmem_fd_describe(int fd)
     if (link) {
         return g_strdup_printf("'%s'", link);
     }
+    if (fstatfs(fd, &fs) == 0 && fs.f_type == IVSHMEM_ANON_INODE_FS_MAGIC) {
+        return g_strdup("an anonymous-inode fd of another type (timerfd, "
+                        "signalfd, landlock ruleset...)");
+    }
     if (fstat(fd, &st) < 0) {
         return g_strdup_printf("an fd QEMU cannot stat (%s)",
                                strerror(errno));
     }
-    return g_strdup_printf("an fd of file type 0%o",
-                           (unsigned)(st.st_mode & S_IFMT));
+    switch (st.st_mode & S_IFMT) {
+    case S_IFREG:
+        return g_strdup("a regular file or memfd");
+    case S_IFIFO:
+        return g_strdup("a pipe");
+    case S_IFSOCK:
+        return g_strdup("a socket");
+    case S_IFCHR:
+        return g_strdup("a character device");
+    case S_IFDIR:
+        return g_strdup("a directory");
+    case 0:
+        return g_strdup("a pseudo-file fd without a file type (a pidfd...)");
+    default:
+        return g_strdup_printf("an fd of file type 0%o",
+                               (unsigned)(st.st_mode & S_IFMT));
+    }
 }
 
 static bool ivshmem_check_eventfd(const IvshmemAction *a, Error **errp)

@@ -3827,6 +3827,96 @@ static void test_isolation_bogus_fd(gconstpointer opaque)
     test_malformed(script);
 }
 
+/*
+ * The same descriptors, announced after setup to a QEMU in a chroot
+ * without /proc, where the eventfd check falls back to the filesystem
+ * and a write of 0: each refused (a doorbell to it is a guest error for
+ * an unknown peer), nothing is written to the pipe, socket or file, and
+ * a real eventfd announced last is still taken and rung exactly once.
+ */
+static void test_isolation_bogus_fd_no_proc(void)
+{
+    static const int kinds[] = {
+        FD_BOGUS_LANDLOCK, FD_BOGUS_TIMERFD, FD_BOGUS_SIGNALFD,
+        FD_BOGUS_PIDFD, FD_BOGUS_MEMFD, FD_BOGUS_PIPE_WRITE,
+        FD_BOGUS_SOCKET, FD_BOGUS_FILE,
+    };
+    enum { FIRST = 20, REAL = 40 };
+    g_autofree char *root = tmp_path("empty-root");
+    g_autofree char *log = tmp_path("guest-errors");
+    g_autofree char *text = NULL;
+    FakeServer *srv;
+    int real = make_eventfd();
+    int fds[ARRAY_SIZE(kinds)];
+    int conn, i, refused = 0;
+    struct stat st;
+    gint64 start;
+    Guest *g;
+
+    if (geteuid() != 0) {
+        g_test_skip("-run-with chroot= needs root");
+        return;
+    }
+    g_assert_cmpint(mkdir(root, 0755), ==, 0);
+    srv = server_start(1 * MiB, 1, 0);
+    g = guest_start(SLOT, "-M pc -run-with chroot=%s -d guest_errors -D %s "
+                    "-chardev socket,id=c,path=%s -device ivshmem-doorbell,"
+                    "chardev=c,vectors=1,addr=%d", root, log, srv->path,
+                    SLOT);
+    g_assert_cmpint(reg_read(g, REG_IV_POSITION), ==, 0);
+    g_mutex_lock(&srv->lock);
+    conn = srv->peers[0].conn;
+    for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+        fds[i] = bogus_fd(kinds[i]);
+        if (fds[i] >= 0) {
+            send_msg(conn, FIRST + i, fds[i]);
+        }
+    }
+    send_msg(conn, REAL, real);
+    g_mutex_unlock(&srv->lock);
+
+    /* the real one is taken once QEMU has read the announcements */
+    start = g_get_monotonic_time();
+    do {
+        ring(g, REAL, 0);
+    } while (!event_count(real, 100) && ms_since(start) < WAIT_MS);
+    ring(g, REAL, 0);
+    g_assert_cmpuint(event_count(real, WAIT_MS), ==, 1);
+    for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+        if (fds[i] >= 0) {
+            ring(g, FIRST + i, 0);
+        }
+    }
+    qmp_ping(g->qts);
+    guest_destroy(g);
+    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+    for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+        g_autofree char *line = g_strdup_printf("doorbell for unknown peer "
+                                                "%d or unconnected vector 0 "
+                                                "ignored", FIRST + i);
+
+        if (fds[i] < 0) {
+            g_test_message("fd kind %d: not available here", kinds[i]);
+            continue;
+        }
+        g_assert_nonnull(strstr(text, line));
+        refused++;
+        /* nothing written into what a file descriptor reaches */
+        g_assert_cmpint(fstat(fds[i], &st), ==, 0);
+        if (S_ISREG(st.st_mode)) {
+            g_assert_cmpint(st.st_size, ==, kinds[i] == FD_BOGUS_MEMFD ?
+                            4096 : 0);
+        }
+        close(fds[i]);
+    }
+    g_test_message("%d descriptor types refused without /proc", refused);
+    g_assert_cmpint(refused, >=, 6);
+    close(real);
+    unlink(log);
+    server_stop(srv);
+    g_assert_cmpint(rmdir(root), ==, 0);
+}
+
 static void register_isolation_tests(void)
 {
     int i;
@@ -3843,6 +3933,8 @@ static void register_isolation_tests(void)
 
         qtest_add_data_func(path, &bogus_scripts[i], test_isolation_bogus_fd);
     }
+    qtest_add_func("/ivshmem/isolation/bogus-fd-no-proc",
+                   test_isolation_bogus_fd_no_proc);
 }
 
 int main(int argc, char **argv)
