@@ -547,6 +547,20 @@ static void ivshmem_bells_start(IvshmemState *s)
     b->started = true;
 }
 
+/* A peer vector that left: a newcomer with its ID starts without back-off */
+static void ivshmem_bell_forget(IvshmemState *s, uint16_t peer,
+                                uint16_t vector)
+{
+    IvshmemBells *b = &s->bells;
+
+    if (b->started) {
+        qemu_mutex_lock(&b->lock);
+        g_hash_table_remove(b->backoff,
+                            GUINT_TO_POINTER((uint32_t)peer << 16 | vector));
+        qemu_mutex_unlock(&b->lock);
+    }
+}
+
 /* Waits at most IVSHMEM_BELL_TIMEOUT_NS for a write in flight. */
 static void ivshmem_bells_stop(IvshmemState *s)
 {
@@ -1188,6 +1202,7 @@ static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
             ivshmem_own_vector_del(s, a->vector);
         } else {
             ivshmem_doorbell_route_del(s, a->peer, a->vector);
+            ivshmem_bell_forget(s, a->peer, a->vector);
         }
         return true;
     }
