@@ -690,9 +690,10 @@ static unsigned ivshmem_vector_index(IvshmemVector *v)
  * eventfd can clear O_NONBLOCK and drain the counter between the main
  * loop's poll and this read.  RWF_NOWAIT makes the read fail with EAGAIN
  * on an empty counter whatever the file's flags.  Kernels whose eventfd
- * refuses RWF_NOWAIT (EOPNOTSUPP; eventfd takes it since Linux 5.11) get
- * O_NONBLOCK set right before a plain read, which leaves a holder that
- * clears it again in between a window of a few instructions.
+ * refuses RWF_NOWAIT (EOPNOTSUPP: those before eventfd's read_iter,
+ * around Linux 5.11) get O_NONBLOCK set right before a plain read, which
+ * leaves a holder that clears it again in between a window of a few
+ * instructions.
  */
 static bool ivshmem_vector_take(IvshmemVector *v)
 {
