@@ -33,6 +33,8 @@
 
 #include "qemu/osdep.h"
 #include <poll.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
 #include "qapi/error.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
@@ -41,6 +43,8 @@
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
 #include "qemu/module.h"
+#include "qemu/queue.h"
+#include "qemu/thread.h"
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "qom/object.h"
@@ -122,6 +126,42 @@ typedef enum IvshmemKind {
     IVSHMEM_KIND_DOORBELL,
 } IvshmemKind;
 
+/*
+ * Doorbells QEMU writes itself (TCG, ioeventfd=off, beyond the ioeventfd
+ * budget) are written by a thread of the device, never by the vCPU or
+ * the main loop: any holder of a peer's eventfd (the peer, the server)
+ * can clear O_NONBLOCK on the open file description all holders share
+ * and saturate the counter, and a write to it then blocks.
+ */
+typedef struct IvshmemBell {
+    uint32_t key;               /* peer << 16 | vector */
+    int fd;                     /* our duplicate of the peer's eventfd */
+    uint64_t count;             /* rings the next write carries */
+    uint64_t more;              /* rings since the write in flight began */
+    bool busy;                  /* being written now */
+    QSIMPLEQ_ENTRY(IvshmemBell) next;
+} IvshmemBell;
+
+/* A peer vector whose eventfd was found saturated */
+typedef struct IvshmemBackoff {
+    int64_t until;              /* its doorbells are dropped until (ms) */
+    int64_t period;             /* ms, doubled on each failure */
+} IvshmemBackoff;
+
+typedef struct IvshmemBells {
+    QemuThread thread;
+    QemuMutex lock;
+    QemuCond cond;
+    bool started;
+    bool stop;
+    GHashTable *pending;        /* key -> IvshmemBell: queued or busy */
+    GHashTable *backoff;        /* key -> IvshmemBackoff */
+    QSIMPLEQ_HEAD(, IvshmemBell) queue;
+    uint64_t dropped;           /* doorbells dropped since the last log */
+    int64_t last_log;           /* ms */
+    char *name;                 /* the device, for the guest error log */
+} IvshmemBells;
+
 /* One of our own vectors: the eventfd peers ring to interrupt us. */
 typedef struct IvshmemVector {
     IvshmemState *s;
@@ -178,6 +218,7 @@ struct IvshmemState {
     IvshmemVector *vec;         /* [vectors] */
     GHashTable *doorbells;      /* (peer << 16 | vector) -> EventNotifier */
     uint32_t ioeventfds;        /* doorbells with an ioeventfd, <= budget */
+    IvshmemBells bells;
     uint8_t msg[IVSHMEM_MSG_SIZE];
     uint32_t msg_len;
     int msg_fd;
@@ -237,11 +278,328 @@ static void ivshmem_raise(IvshmemState *s, unsigned vector)
     }
 }
 
+/*
+ * Doorbell writes that cannot block the vCPU (issue 23).
+ *
+ * The vCPU only queues: per peer vector at most one write is queued or in
+ * flight, and later rings add to its count (an eventfd adds what is
+ * written, so no ring is lost).  The queue holds a duplicate of the fd,
+ * so a peer that leaves meanwhile cannot make us write to a reused fd
+ * number.  The thread checks that the counter has room (POLLOUT) and
+ * writes; should a holder saturate the counter and clear O_NONBLOCK in
+ * between, the write blocks, and a per-thread timer signal (without
+ * SA_RESTART) interrupts it every IVSHMEM_BELL_TICK_NS until
+ * IVSHMEM_BELL_TIMEOUT_NS have passed.  A peer vector found saturated
+ * loses its doorbells for a back-off that doubles on each failure
+ * (IVSHMEM_BELL_BACKOFF_MIN_MS..IVSHMEM_BELL_BACKOFF_MAX_MS) and is
+ * reset by a successful write.  So a hostile holder costs only the
+ * doorbells to its own vectors, plus a delay of at most
+ * IVSHMEM_BELL_TIMEOUT_NS to the other peers' doorbells per back-off
+ * period of each vector it saturates in that window.
+ */
+#define IVSHMEM_BELL_SIGNAL         (SIGRTMIN + 4)
+#define IVSHMEM_BELL_TICK_NS        (2 * SCALE_MS)
+#define IVSHMEM_BELL_TIMEOUT_NS     (10 * SCALE_MS)
+#define IVSHMEM_BELL_BACKOFF_MIN_MS 100
+#define IVSHMEM_BELL_BACKOFF_MAX_MS 2000
+#define IVSHMEM_BELL_MAX_PENDING    4096    /* peer vectors in flight */
+#define IVSHMEM_BELL_LOG_MS         1000    /* at most one log line per */
+
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+static void ivshmem_bell_free(gpointer data)
+{
+    IvshmemBell *bell = data;
+
+    close(bell->fd);
+    g_free(bell);
+}
+
+/*
+ * Count @n dropped doorbells of @key; returns the guest error line to
+ * log once the lock is released, at most one every IVSHMEM_BELL_LOG_MS.
+ */
+static char *ivshmem_bell_drop_locked(IvshmemBells *b, uint32_t key,
+                                      uint64_t n, const char *why)
+{
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    char *line;
+
+    trace_ivshmem_doorbell_dropped(key >> 16, key & 0xffff, n, why);
+    b->dropped += n;
+    if (b->last_log && now - b->last_log < IVSHMEM_BELL_LOG_MS) {
+        return NULL;
+    }
+    line = g_strdup_printf("%s: doorbells to peer %u vector %u dropped: %s "
+                           "(%" PRIu64 " dropped since the last message)",
+                           b->name, key >> 16, key & 0xffff, why,
+                           b->dropped);
+    b->dropped = 0;
+    b->last_log = now;
+    return line;
+}
+
+static void ivshmem_bell_log(char *line)
+{
+    if (line) {
+        qemu_log_mask(LOG_GUEST_ERROR, "%s\n", line);
+        g_free(line);
+    }
+}
+
+/* Queue one ring of @peer's @vector, rung through eventfd @fd. */
+static void ivshmem_bell_post(IvshmemState *s, uint16_t peer,
+                              uint16_t vector, int fd)
+{
+    IvshmemBells *b = &s->bells;
+    uint32_t key = (uint32_t)peer << 16 | vector;
+    IvshmemBackoff *off;
+    IvshmemBell *bell;
+    char *line = NULL;
+    int dup_fd;
+
+    qemu_mutex_lock(&b->lock);
+    bell = g_hash_table_lookup(b->pending, GUINT_TO_POINTER(key));
+    if (bell) {
+        if (bell->busy) {
+            bell->more++;
+        } else {
+            bell->count++;
+        }
+        trace_ivshmem_doorbell_coalesced(peer, vector);
+        goto out;
+    }
+    off = g_hash_table_lookup(b->backoff, GUINT_TO_POINTER(key));
+    if (off && qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < off->until) {
+        line = ivshmem_bell_drop_locked(b, key, 1, "its eventfd was found "
+                                        "saturated by another holder, "
+                                        "backing off");
+        goto out;
+    }
+    if (g_hash_table_size(b->pending) >= IVSHMEM_BELL_MAX_PENDING) {
+        line = ivshmem_bell_drop_locked(b, key, 1, "too many peer vectors "
+                                        "have doorbells in flight");
+        goto out;
+    }
+    dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) {
+        line = ivshmem_bell_drop_locked(b, key, 1, "cannot duplicate its "
+                                        "eventfd");
+        goto out;
+    }
+    bell = g_new0(IvshmemBell, 1);
+    bell->key = key;
+    bell->fd = dup_fd;
+    bell->count = 1;
+    g_hash_table_insert(b->pending, GUINT_TO_POINTER(key), bell);
+    QSIMPLEQ_INSERT_TAIL(&b->queue, bell, next);
+    qemu_cond_signal(&b->cond);
+out:
+    qemu_mutex_unlock(&b->lock);
+    ivshmem_bell_log(line);
+}
+
+static void ivshmem_bell_tick(int sig)
+{
+    /* only there to interrupt a blocked write() with EINTR */
+}
+
+/* The thread's timer, signalling only the thread; false: none. */
+static bool ivshmem_bell_timer_init(timer_t *timer)
+{
+    struct sigevent sev = {
+        .sigev_notify = SIGEV_THREAD_ID,
+        .sigev_signo = IVSHMEM_BELL_SIGNAL,
+    };
+    sigset_t set;
+
+    sev.sigev_notify_thread_id = qemu_get_thread_id();
+    if (timer_create(CLOCK_MONOTONIC, &sev, timer) < 0) {
+        warn_report_once("ivshmem: cannot create the timer that bounds "
+                         "doorbell writes (%s): a peer that blocks its "
+                         "eventfd can delay every doorbell of the device",
+                         strerror(errno));
+        return false;
+    }
+    sigemptyset(&set);
+    sigaddset(&set, IVSHMEM_BELL_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    return true;
+}
+
+/* Write @count to eventfd @fd within IVSHMEM_BELL_TIMEOUT_NS; 0 or -errno */
+static int ivshmem_bell_write(int fd, uint64_t count, timer_t *timer)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+    struct itimerspec tick = {
+        .it_interval.tv_nsec = IVSHMEM_BELL_TICK_NS,
+        .it_value.tv_nsec = IVSHMEM_BELL_TICK_NS,
+    };
+    struct itimerspec stop = { };
+    int64_t deadline = get_clock() + IVSHMEM_BELL_TIMEOUT_NS;
+    ssize_t ret;
+    int err;
+
+    if (poll(&pfd, 1, 0) != 1 || (pfd.revents & POLLOUT) == 0) {
+        return -EAGAIN;         /* saturated now: no need to try */
+    }
+    if (timer) {
+        timer_settime(*timer, 0, &tick, NULL);
+    }
+    do {
+        ret = write(fd, &count, sizeof(count));
+        err = ret == sizeof(count) ? 0 : ret < 0 ? -errno : -EIO;
+    } while (err == -EINTR && get_clock() < deadline);
+    if (timer) {
+        timer_settime(*timer, 0, &stop, NULL);
+    }
+    return err == -EINTR ? -ETIMEDOUT : err;
+}
+
+static void *ivshmem_bell_thread(void *opaque)
+{
+    IvshmemBells *b = opaque;
+    timer_t timer;
+    bool have_timer = ivshmem_bell_timer_init(&timer);
+
+    qemu_mutex_lock(&b->lock);
+    while (!b->stop) {
+        IvshmemBell *bell = QSIMPLEQ_FIRST(&b->queue);
+        gpointer key;
+        char *line = NULL;
+        uint64_t count;
+        int err;
+
+        if (!bell) {
+            qemu_cond_wait(&b->cond, &b->lock);
+            continue;
+        }
+        QSIMPLEQ_REMOVE_HEAD(&b->queue, next);
+        key = GUINT_TO_POINTER(bell->key);
+        bell->busy = true;
+        count = bell->count;
+        qemu_mutex_unlock(&b->lock);
+
+        err = ivshmem_bell_write(bell->fd, count,
+                                 have_timer ? &timer : NULL);
+
+        qemu_mutex_lock(&b->lock);
+        bell->busy = false;
+        trace_ivshmem_doorbell_write(bell->key >> 16, bell->key & 0xffff,
+                                     count, err);
+        if (err) {
+            IvshmemBackoff *off = g_hash_table_lookup(b->backoff, key);
+            int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+            g_autofree char *why = g_strdup_printf("its eventfd %s, backing "
+                "off", err == -EAGAIN || err == -ETIMEDOUT ?
+                "is saturated by another holder" : strerror(-err));
+
+            if (!off) {
+                off = g_new0(IvshmemBackoff, 1);
+                off->period = IVSHMEM_BELL_BACKOFF_MIN_MS;
+                g_hash_table_insert(b->backoff, key, off);
+            } else {
+                off->period = MIN(off->period * 2,
+                                  IVSHMEM_BELL_BACKOFF_MAX_MS);
+            }
+            off->until = now + off->period;
+            line = ivshmem_bell_drop_locked(b, bell->key,
+                                            count + bell->more, why);
+            g_hash_table_remove(b->pending, key);
+        } else {
+            g_hash_table_remove(b->backoff, key);
+            if (bell->more) {
+                bell->count = bell->more;
+                bell->more = 0;
+                QSIMPLEQ_INSERT_TAIL(&b->queue, bell, next);
+            } else {
+                g_hash_table_remove(b->pending, key);
+            }
+        }
+        if (line) {
+            qemu_mutex_unlock(&b->lock);
+            ivshmem_bell_log(line);
+            qemu_mutex_lock(&b->lock);
+        }
+    }
+    qemu_mutex_unlock(&b->lock);
+    if (have_timer) {
+        timer_delete(timer);
+    }
+    return NULL;
+}
+
+static void ivshmem_bells_start(IvshmemState *s)
+{
+    static bool handler_installed;
+    IvshmemBells *b = &s->bells;
+    g_autofree char *path = qdev_get_dev_path(DEVICE(s));
+    DeviceState *dev = DEVICE(s);
+
+    if (!handler_installed) {
+        struct sigaction sa = { .sa_handler = ivshmem_bell_tick };
+
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;                /* no SA_RESTART: write() fails */
+        sigaction(IVSHMEM_BELL_SIGNAL, &sa, NULL);
+        handler_installed = true;
+    }
+    b->name = g_strdup_printf("%s%s%s%s at %s",
+                              object_get_typename(OBJECT(s)),
+                              dev->id ? " '" : "", dev->id ? dev->id : "",
+                              dev->id ? "'" : "", path ? path : "?");
+    qemu_mutex_init(&b->lock);
+    qemu_cond_init(&b->cond);
+    b->pending = g_hash_table_new_full(NULL, NULL, NULL, ivshmem_bell_free);
+    b->backoff = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    QSIMPLEQ_INIT(&b->queue);
+    b->stop = false;
+    qemu_thread_create(&b->thread, "ivshmem-bells", ivshmem_bell_thread, b,
+                       QEMU_THREAD_JOINABLE);
+    b->started = true;
+}
+
+/* A peer vector that left: a newcomer with its ID starts without back-off */
+static void ivshmem_bell_forget(IvshmemState *s, uint16_t peer,
+                                uint16_t vector)
+{
+    IvshmemBells *b = &s->bells;
+
+    if (b->started) {
+        qemu_mutex_lock(&b->lock);
+        g_hash_table_remove(b->backoff,
+                            GUINT_TO_POINTER((uint32_t)peer << 16 | vector));
+        qemu_mutex_unlock(&b->lock);
+    }
+}
+
+/* Waits at most IVSHMEM_BELL_TIMEOUT_NS for a write in flight. */
+static void ivshmem_bells_stop(IvshmemState *s)
+{
+    IvshmemBells *b = &s->bells;
+
+    if (!b->started) {
+        return;
+    }
+    qemu_mutex_lock(&b->lock);
+    b->stop = true;
+    qemu_cond_signal(&b->cond);
+    qemu_mutex_unlock(&b->lock);
+    qemu_thread_join(&b->thread);
+    g_hash_table_destroy(b->pending);   /* closes the duplicates */
+    g_hash_table_destroy(b->backoff);
+    qemu_cond_destroy(&b->cond);
+    qemu_mutex_destroy(&b->lock);
+    g_clear_pointer(&b->name, g_free);
+    b->started = false;
+}
+
 static void ivshmem_ring(IvshmemState *s, uint32_t value)
 {
     uint16_t peer = FIELD_EX32(value, DOORBELL, PEER);
     uint16_t vector = FIELD_EX32(value, DOORBELL, VECTOR);
-    uint64_t one = 1;
     int fd;
 
     if (!s->setup_done) {
@@ -256,9 +614,7 @@ static void ivshmem_ring(IvshmemState *s, uint32_t value)
         return;
     }
     trace_ivshmem_doorbell(peer, vector);
-    if (write(fd, &one, sizeof(one)) != sizeof(one) && errno != EAGAIN) {
-        trace_ivshmem_doorbell_failed(peer, vector, errno);
-    }
+    ivshmem_bell_post(s, peer, vector, fd);
 }
 
 static uint64_t ivshmem_reg_read(void *opaque, hwaddr addr, unsigned size)
@@ -343,11 +699,53 @@ static unsigned ivshmem_vector_index(IvshmemVector *v)
     return v - v->s->vec;
 }
 
+/*
+ * Take the count of own vector @v, never blocking: another holder of the
+ * eventfd can clear O_NONBLOCK and drain the counter between the main
+ * loop's poll and this read.  RWF_NOWAIT makes the read fail with EAGAIN
+ * on an empty counter whatever the file's flags.  Kernels whose eventfd
+ * refuses RWF_NOWAIT (EOPNOTSUPP: those before eventfd's read_iter,
+ * around Linux 5.11) get O_NONBLOCK set right before a plain read, which
+ * leaves a holder that clears it again in between a window of a few
+ * instructions.
+ */
+static bool ivshmem_vector_take(IvshmemVector *v)
+{
+    static bool no_nowait;
+    int fd = event_notifier_get_fd(&v->notifier);
+    uint64_t count = 0;
+    ssize_t ret;
+    int flags;
+
+#ifdef RWF_NOWAIT
+    if (!qatomic_read(&no_nowait)) {
+        struct iovec iov = { .iov_base = &count, .iov_len = sizeof(count) };
+
+        do {
+            ret = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+        } while (ret < 0 && errno == EINTR);
+        if (ret >= 0 || errno != EOPNOTSUPP) {
+            return ret == sizeof(count) && count;
+        }
+        qatomic_set(&no_nowait, true);
+        trace_ivshmem_vector_read_fallback(errno);
+    }
+#endif
+    flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && !(flags & O_NONBLOCK)) {
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    }
+    do {
+        ret = read(fd, &count, sizeof(count));
+    } while (ret < 0 && errno == EINTR);
+    return ret == sizeof(count) && count;
+}
+
 static void ivshmem_vector_event(void *opaque)
 {
     IvshmemVector *v = opaque;
 
-    if (event_notifier_test_and_clear(&v->notifier)) {
+    if (ivshmem_vector_take(v)) {
         ivshmem_raise(v->s, ivshmem_vector_index(v));
     }
 }
@@ -693,44 +1091,87 @@ static bool ivshmem_check_master_id(IvshmemState *s, uint16_t id,
     return true;
 }
 
+#define IVSHMEM_ANON_INODE_FS_MAGIC 0x09041934
+
 /*
- * Whether @fd is an eventfd, told without /proc, which is missing under
- * -run-with chroot= and in many sandboxes.  Every eventfd lives on the
- * kernel's one shared anonymous inode, and of the other descriptors there
- * (timerfd, signalfd, epoll, inotify...) none polls writable: an eventfd
- * does unless its counter is saturated, which only a hostile server does.
+ * Whether @fd is an eventfd (issue 23).  The kernel says so itself: only
+ * an eventfd's /proc/self/fdinfo has an "eventfd-count:" line.  Without
+ * /proc (-run-with chroot=, some sandboxes) the fd must live on the
+ * anonymous-inode filesystem and accept an 8-byte write of 0, which an
+ * eventfd takes without effect and without waiting, whatever its counter
+ * and flags, and which every other anonymous-inode fd a server could
+ * pass (timerfd, signalfd, epoll, inotify, fanotify, landlock ruleset,
+ * userfaultfd, io_uring, pidfd before Linux 6.9...) refuses.  Neither
+ * test depends on how the kernel numbers the inodes of eventfds.
  */
 static bool ivshmem_fd_is_eventfd(int fd)
 {
-    static struct stat anon;
-    static bool anon_known;
-    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-    struct stat st;
+    g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
+    g_autofree char *info = NULL;
+    uint64_t zero = 0;
+    struct statfs fs;
 
-    if (!anon_known) {
-        EventNotifier e;
-
-        if (event_notifier_init(&e, false) < 0) {
-            return false;
-        }
-        anon_known = fstat(event_notifier_get_fd(&e), &anon) == 0;
-        event_notifier_cleanup(&e);
-        if (!anon_known) {
-            return false;
-        }
+    if (g_file_get_contents(path, &info, NULL, NULL)) {
+        return g_str_has_prefix(info, "eventfd-count:") ||
+               strstr(info, "\neventfd-count:");
     }
-    if (fstat(fd, &st) < 0 || st.st_dev != anon.st_dev ||
-        st.st_ino != anon.st_ino) {
+    if (fstatfs(fd, &fs) < 0 || fs.f_type != IVSHMEM_ANON_INODE_FS_MAGIC) {
         return false;
     }
-    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT);
+    return write(fd, &zero, sizeof(zero)) == sizeof(zero);
+}
+
+/* What @fd is, for an error: its /proc/self/fd link, else its kind */
+static char *ivshmem_fd_describe(int fd)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", fd);
+    g_autofree char *link = g_file_read_link(path, NULL);
+    struct statfs fs;
+    struct stat st;
+
+    if (link && g_str_has_prefix(link, "anon_inode:")) {
+        return g_strdup_printf("an anonymous-inode fd of type %s",
+                               link + strlen("anon_inode:"));
+    }
+    if (link) {
+        return g_strdup_printf("'%s'", link);
+    }
+    if (fstatfs(fd, &fs) == 0 && fs.f_type == IVSHMEM_ANON_INODE_FS_MAGIC) {
+        return g_strdup("an anonymous-inode fd of another type (timerfd, "
+                        "signalfd, landlock ruleset...)");
+    }
+    if (fstat(fd, &st) < 0) {
+        return g_strdup_printf("an fd QEMU cannot stat (%s)",
+                               strerror(errno));
+    }
+    switch (st.st_mode & S_IFMT) {
+    case S_IFREG:
+        return g_strdup("a regular file or memfd");
+    case S_IFIFO:
+        return g_strdup("a pipe");
+    case S_IFSOCK:
+        return g_strdup("a socket");
+    case S_IFCHR:
+        return g_strdup("a character device");
+    case S_IFDIR:
+        return g_strdup("a directory");
+    case 0:
+        return g_strdup("a pseudo-file fd without a file type (a pidfd...)");
+    default:
+        return g_strdup_printf("an fd of file type 0%o",
+                               (unsigned)(st.st_mode & S_IFMT));
+    }
 }
 
 static bool ivshmem_check_eventfd(const IvshmemAction *a, Error **errp)
 {
     if (!ivshmem_fd_is_eventfd(a->fd)) {
+        g_autofree char *what = ivshmem_fd_describe(a->fd);
+
         error_setg(errp, "ivshmem server sent peer %u vector %u with an "
-                   "fd that is not an eventfd", a->peer, a->vector);
+                   "fd that is not an eventfd but %s; the server must "
+                   "send an eventfd for every vector", a->peer, a->vector,
+                   what);
         return false;
     }
     return true;
@@ -741,7 +1182,12 @@ static void ivshmem_wire_vector(IvshmemState *s, uint16_t peer,
 {
     if (own) {
         ivshmem_own_vector_add(s, vector, fd);
-    } else if (s->ioeventfd) {
+    } else if (s->ioeventfd && kvm_enabled()) {
+        /*
+         * Only KVM's ioeventfds: the kernel never blocks on them.  The
+         * memory core's software dispatch (TCG, qtest) would write from
+         * the vCPU, so those doorbells take ivshmem_ring() instead.
+         */
         ivshmem_doorbell_route_add(s, peer, vector, fd);
     }
 }
@@ -771,6 +1217,7 @@ static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
             ivshmem_own_vector_del(s, a->vector);
         } else {
             ivshmem_doorbell_route_del(s, a->peer, a->vector);
+            ivshmem_bell_forget(s, a->peer, a->vector);
         }
         return true;
     }
@@ -1301,6 +1748,7 @@ static void ivshmem_teardown(IvshmemState *s)
 
     qemu_chr_fe_set_handlers(&s->server, NULL, NULL, NULL, NULL, NULL, NULL,
                              false);
+    ivshmem_bells_stop(s);
     if (s->next_timer) {
         ivshmem_next_free(s);
         g_clear_pointer(&s->next_timer, timer_free);
@@ -1461,6 +1909,7 @@ static void ivshmem_realize(PCIDevice *pdev, Error **errp)
 
         s->next_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
                                      ivshmem_next_timeout, s);
+        ivshmem_bells_start(s);
         s->vec = g_new0(IvshmemVector, s->vectors);
         for (v = 0; v < s->vectors; v++) {
             s->vec[v].s = s;

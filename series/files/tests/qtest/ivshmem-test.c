@@ -11,6 +11,9 @@
 
 #include "qemu/osdep.h"
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -1424,11 +1427,15 @@ static int trace_count(const char *path, const char *event)
 }
 
 /*
- * With ioeventfd=on a doorbell for a known peer is signalled by the
- * memory core (KVM or, here, the software ioeventfd dispatch) and never
- * reaches the register handler; with ioeventfd=off every one goes
- * through it.  Counted with the ivshmem_reg_write and ivshmem_doorbell
- * trace events, while the peer counts exactly one ring per doorbell.
+ * With ioeventfd=on under KVM a doorbell for a known peer is signalled by
+ * the kernel and never reaches the register handler (/ivshmem/kvm/irqfd).
+ * Without KVM, as here, the memory core's software ioeventfd dispatch
+ * would write the eventfd from the vCPU, which a peer can make block
+ * (/ivshmem/isolation/saturated-peer): the device registers ioeventfds
+ * with KVM only, so every doorbell goes through the handler whatever
+ * ioeventfd says.  Counted with the ivshmem_reg_write and
+ * ivshmem_doorbell trace events, while the peer counts exactly one ring
+ * per doorbell.
  */
 static void check_doorbell_path(bool ioeventfd)
 {
@@ -1449,10 +1456,8 @@ static void check_doorbell_path(bool ioeventfd)
         g_assert_true(event_wait(server_efd(srv, local, i % 2), WAIT_MS));
     }
     guest_destroy(g);
-    g_assert_cmpint(trace_count(log, "ivshmem_reg_write"), ==,
-                    ioeventfd ? 0 : RINGS);
-    g_assert_cmpint(trace_count(log, "ivshmem_doorbell"), ==,
-                    ioeventfd ? 0 : RINGS);
+    g_assert_cmpint(trace_count(log, "ivshmem_reg_write"), ==, RINGS);
+    g_assert_cmpint(trace_count(log, "ivshmem_doorbell"), ==, RINGS);
     unlink(log);
     server_stop(srv);
 }
@@ -2032,6 +2037,8 @@ typedef struct ScriptServer {
     const Script *script;
 } ScriptServer;
 
+static int bogus_fd(int kind);
+
 static int script_fd(int kind)
 {
     int p[2];
@@ -2048,7 +2055,7 @@ static int script_fd(int kind)
         close(p[1]);
         return p[0];
     default:
-        return -1;
+        return bogus_fd(kind);
     }
 }
 
@@ -2977,11 +2984,11 @@ static void run_many_peers(const char *accel, int npeers, bool kvm)
         g_assert_true(event_wait(bs->efds[peer], WAIT_MS));
         g_assert_false(event_wait(bs->efds[(peer + 1) % npeers], 0));
         /*
-         * An ioeventfd within the budget, the register handler beyond.
-         * (Under KVM, QEMU's own writes bypass KVM's ioeventfds.)
+         * The register handler, for every peer: without KVM the device
+         * takes no ioeventfd (the software dispatch would write from the
+         * vCPU), and under KVM QEMU's own writes bypass KVM's ioeventfds.
          */
-        g_assert_cmpint(handler_rings(log, peer), ==,
-                        kvm || peer >= IOEVENTFD_BUDGET);
+        g_assert_cmpint(handler_rings(log, peer), ==, 1);
     }
     /* the device's own vector still interrupts it (KVM: in its irqchip) */
     if (!kvm) {
@@ -3859,6 +3866,451 @@ static void test_real_server_restart(void)
     unlink(sock);
 }
 
+/*
+ * Isolation (issue 23): no holder of a shared eventfd can wedge the QEMU
+ * that rings it or reads it, and only eventfds are taken as vectors.
+ *
+ * Every holder of an eventfd received by SCM_RIGHTS shares its open file
+ * description: O_NONBLOCK and the counter.  The attacker here is the
+ * fake server (or a peer it plays), which keeps a copy.  A QEMU that
+ * blocks on such an fd is released after RESCUE_MS by the test itself,
+ * so that a failing check fails instead of hanging the suite.
+ */
+
+#define ISOLATION_BOUND_MS  1000    /* QMP must answer within this */
+#define RESCUE_MS           4000    /* a wedged QEMU is released after */
+
+typedef struct Rescue {
+    int fd;
+    bool by_write;              /* a wedged reader needs a write */
+    bool done;
+    bool fired;
+    GMutex lock;
+    GCond cond;
+    GThread *thread;
+} Rescue;
+
+static gpointer rescue_thread(gpointer opaque)
+{
+    Rescue *r = opaque;
+    gint64 end = g_get_monotonic_time() + RESCUE_MS * G_TIME_SPAN_MILLISECOND;
+    uint64_t value = 1;
+
+    g_mutex_lock(&r->lock);
+    while (!r->done && g_cond_wait_until(&r->cond, &r->lock, end)) {
+        /* woken: look at done again */
+    }
+    if (!r->done) {
+        r->fired = true;
+        if (r->by_write) {
+            g_assert_cmpint(write(r->fd, &value, sizeof(value)), ==, 8);
+        } else {
+            g_assert_cmpint(read(r->fd, &value, sizeof(value)), ==, 8);
+        }
+    }
+    g_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+static void rescue_start(Rescue *r, int fd, bool by_write)
+{
+    memset(r, 0, sizeof(*r));
+    r->fd = fd;
+    r->by_write = by_write;
+    g_mutex_init(&r->lock);
+    g_cond_init(&r->cond);
+    r->thread = g_thread_new("rescue", rescue_thread, r);
+}
+
+/* Did the rescue have to release QEMU? */
+static bool rescue_stop(Rescue *r)
+{
+    g_mutex_lock(&r->lock);
+    r->done = true;
+    g_cond_signal(&r->cond);
+    g_mutex_unlock(&r->lock);
+    g_thread_join(r->thread);
+    g_mutex_clear(&r->lock);
+    g_cond_clear(&r->cond);
+    return r->fired;
+}
+
+static void set_blocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+
+    g_assert_cmpint(flags, >=, 0);
+    g_assert_cmpint(fcntl(fd, F_SETFL, flags & ~O_NONBLOCK), ==, 0);
+}
+
+static void qmp_ping(QTestState *qts)
+{
+    QDict *resp = qtest_qmp(qts, "{'execute': 'query-status'}");
+
+    g_assert_true(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+}
+
+static double ms_since(gint64 start)
+{
+    return (g_get_monotonic_time() - start) / 1000.0;
+}
+
+/*
+ * Peer 0 clears O_NONBLOCK on its vector's eventfd and saturates the
+ * counter (0xfffffffffffffffe: the next write of 1 would block).  The
+ * guest rings peer 0: the vCPU and QMP must not notice, a ring to peer 1
+ * must still count exactly one, the guest error log must say peer 0's
+ * doorbells were dropped, and peer 0 gets doorbells again once drained.
+ * @opaque: the ioeventfd= value (under qtest, "on" is the memory core's
+ * software ioeventfd dispatch, "off" the register handler).
+ */
+static void test_isolation_saturated_peer(gconstpointer opaque)
+{
+    const char *ioeventfd = opaque;
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    int bad = server_join(srv, -1);
+    int good = server_join(srv, -1);
+    int bad_fd = server_efd(srv, bad, 0);
+    int good_fd = server_efd(srv, good, 0);
+    g_autofree char *log = tmp_path("guest-errors");
+    g_autofree char *extra = g_strdup_printf(",ioeventfd=%s -d guest_errors "
+                                             "-D %s", ioeventfd, log);
+    g_autofree char *text = NULL;
+    uint64_t full = 0xfffffffffffffffeULL;
+    bool recovered = false;
+    Rescue rescue;
+    Guest *g = doorbell_guest(srv, SLOT, extra);
+    gint64 start;
+    double took;
+    int i;
+
+    set_blocking(bad_fd);
+    g_assert_cmpint(write(bad_fd, &full, sizeof(full)), ==, sizeof(full));
+    rescue_start(&rescue, bad_fd, false);
+    start = g_get_monotonic_time();
+    for (i = 0; i < 3; i++) {
+        ring(g, bad, 0);
+    }
+    qmp_ping(g->qts);
+    took = ms_since(start);
+    g_test_message("3 rings of a saturated blocking peer, then QMP: %.1f ms",
+                   took);
+    g_assert_false(rescue_stop(&rescue));
+    g_assert_cmpfloat(took, <, ISOLATION_BOUND_MS);
+
+    /* The other peer's doorbells arrive, one count per ring. */
+    for (i = 0; i < 5; i++) {
+        ring(g, good, 0);
+        g_assert_cmpuint(event_count(good_fd, WAIT_MS), ==, 1);
+        ring(g, bad, 0);
+    }
+    g_assert_cmpuint(event_count(good_fd, 200), ==, 0);
+
+    /* Drained, peer 0 is rung again after the back-off. */
+    g_assert_cmpint(read(bad_fd, &full, sizeof(full)), ==, sizeof(full));
+    start = g_get_monotonic_time();
+    while (!recovered && ms_since(start) < WAIT_MS) {
+        ring(g, bad, 0);
+        recovered = event_count(bad_fd, 100) > 0;
+    }
+    g_test_message("peer 0 rung again %.0f ms after it was drained",
+                   ms_since(start));
+    g_assert_true(recovered);
+    guest_destroy(g);
+    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+    g_test_message("guest errors: %s", text);
+    g_assert_nonnull(strstr(text, "doorbells to peer 0 vector 0 dropped"));
+    unlink(log);
+    server_stop(srv);
+}
+
+typedef struct DupServer {
+    int listen_fd;
+    int efd;                    /* sent as own vectors 0 and 1 */
+    int conn;
+} DupServer;
+
+static gpointer dup_server_thread(gpointer opaque)
+{
+    DupServer *ds = opaque;
+    struct pollfd pfd = { .fd = ds->listen_fd, .events = POLLIN };
+    int shm = make_memfd(1 * MiB);
+
+    if (poll(&pfd, 1, 10000) == 1) {
+        ds->conn = accept4(ds->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        send_msg(ds->conn, IVSHMEM_PROTOCOL_VERSION, -1);
+        send_msg(ds->conn, 0, -1);
+        send_msg(ds->conn, IVSHMEM_MSG_SHM, shm);
+        send_msg(ds->conn, 0, ds->efd);
+        send_msg(ds->conn, 0, ds->efd);
+    }
+    close(shm);
+    return NULL;
+}
+
+/*
+ * A holder drains our own vector between our poll and our read.  Made
+ * deterministic: the server sends one blocking eventfd as both own
+ * vectors, so one ring makes both readable in the same poll and the
+ * first handler drains what the second then reads.
+ */
+static void test_isolation_own_vector_drain(void)
+{
+    g_autofree char *path = tmp_path("dup.sock");
+    DupServer ds = { .listen_fd = listen_unix(path), .efd = make_eventfd(),
+                     .conn = -1 };
+    GThread *t = g_thread_new("dup-server", dup_server_thread, &ds);
+    Guest *g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s "
+                           "-device ivshmem-doorbell,chardev=c,vectors=2,"
+                           "addr=%d", path, SLOT);
+    uint64_t one = 1;
+    Rescue rescue;
+    gint64 start;
+    double took;
+
+    g_thread_join(t);
+    g_assert_cmpint(ds.conn, >=, 0);
+    set_blocking(ds.efd);
+    rescue_start(&rescue, ds.efd, true);
+    start = g_get_monotonic_time();
+    g_assert_cmpint(write(ds.efd, &one, sizeof(one)), ==, sizeof(one));
+    g_usleep(100 * 1000);           /* both handlers run meanwhile */
+    qmp_ping(g->qts);
+    took = ms_since(start);
+    g_test_message("own vector drained under the reader, then QMP: %.1f ms",
+                   took);
+    g_assert_false(rescue_stop(&rescue));
+    g_assert_cmpfloat(took, <, 100 + ISOLATION_BOUND_MS);
+    /* the ring was delivered once, on whichever vector read it */
+    g_assert_true(wait_pending(g, 0, WAIT_MS) || wait_pending(g, 1, 1));
+    guest_destroy(g);
+    close(ds.conn);
+    close(ds.efd);
+    close(ds.listen_fd);
+    unlink(path);
+}
+
+/* What a server could send instead of an eventfd */
+enum {
+    FD_BOGUS_LANDLOCK = 100,
+    FD_BOGUS_TIMERFD,
+    FD_BOGUS_SIGNALFD,
+    FD_BOGUS_PIDFD,
+    FD_BOGUS_MEMFD,
+    FD_BOGUS_PIPE_WRITE,
+    FD_BOGUS_SOCKET,
+    FD_BOGUS_FILE,
+};
+
+static int bogus_fd(int kind)
+{
+    g_autofree char *file = NULL;
+    sigset_t none;
+    int p[2], fd;
+
+    switch (kind) {
+    case FD_BOGUS_LANDLOCK: {
+#ifdef SYS_landlock_create_ruleset
+        uint64_t handled_access_fs = 1;     /* LANDLOCK_ACCESS_FS_EXECUTE */
+
+        return syscall(SYS_landlock_create_ruleset, &handled_access_fs,
+                       sizeof(handled_access_fs), 0);
+#else
+        errno = ENOSYS;
+        return -1;
+#endif
+    }
+    case FD_BOGUS_TIMERFD:
+        return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    case FD_BOGUS_SIGNALFD:
+        sigemptyset(&none);
+        return signalfd(-1, &none, SFD_CLOEXEC);
+    case FD_BOGUS_PIDFD:
+#ifdef SYS_pidfd_open
+        return syscall(SYS_pidfd_open, getpid(), 0);
+#else
+        errno = ENOSYS;
+        return -1;
+#endif
+    case FD_BOGUS_MEMFD:
+        return make_memfd(4096);
+    case FD_BOGUS_PIPE_WRITE:
+        g_assert_cmpint(pipe(p), ==, 0);
+        close(p[0]);
+        return p[1];                /* writable, as an eventfd */
+    case FD_BOGUS_SOCKET:
+        g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, p), ==, 0);
+        close(p[1]);
+        return p[0];
+    case FD_BOGUS_FILE:
+        file = g_strdup_printf("%s/bogus-regular-file", tmpdir);
+        fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        unlink(file);
+        return fd;
+    default:
+        return -1;
+    }
+}
+
+/* each sent as this QEMU's own vector 0 */
+static const Script bogus_scripts[] = {
+    { "landlock-ruleset", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_LANDLOCK } }, 4, false, "landlock-ruleset" },
+    { "timerfd", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_TIMERFD } }, 4, false, "[timerfd]" },
+    { "signalfd", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_SIGNALFD } }, 4, false, "[signalfd]" },
+    { "pidfd", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_PIDFD } }, 4, false, "pidfd" },
+    { "memfd", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_MEMFD } }, 4, false, "memfd:ivshmem-test" },
+    { "pipe", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_PIPE_WRITE } }, 4, false, "pipe:[" },
+    { "socket", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_SOCKET } }, 4, false, "socket:[" },
+    { "regular-file", { { 0, FD_NONE }, { 0, FD_NONE }, { -1, FD_SHM },
+      { 0, FD_BOGUS_FILE } }, 4, false, "bogus-regular-file" },
+    /* the same, as another peer's vector */
+    { "peer-landlock-ruleset", { { 0, FD_NONE }, { 0, FD_NONE },
+      { -1, FD_SHM }, { 7, FD_BOGUS_LANDLOCK } }, 4, false,
+      "landlock-ruleset" },
+};
+
+/*
+ * Each refused at setup, with an error naming what was sent.  The
+ * generic "not an eventfd" is checked by the script; the name here.
+ */
+static void test_isolation_bogus_fd(gconstpointer opaque)
+{
+    const Script *script = opaque;
+    int kind = script->msgs[3].fd_kind;
+    int fd = bogus_fd(kind);
+    Script named = *script;
+
+    if (fd < 0) {
+        g_autofree char *why = g_strdup_printf("this kernel cannot make a "
+                                               "%s fd: %s", script->name,
+                                               g_strerror(errno));
+        g_test_skip(why);
+        return;
+    }
+    close(fd);
+    named.error = "not an eventfd";
+    test_malformed(&named);
+    test_malformed(script);
+}
+
+/*
+ * The same descriptors, announced after setup to a QEMU in a chroot
+ * without /proc, where the eventfd check falls back to the filesystem
+ * and a write of 0: each refused (a doorbell to it is a guest error for
+ * an unknown peer), nothing is written to the pipe, socket or file, and
+ * a real eventfd announced last is still taken and rung exactly once.
+ */
+static void test_isolation_bogus_fd_no_proc(void)
+{
+    static const int kinds[] = {
+        FD_BOGUS_LANDLOCK, FD_BOGUS_TIMERFD, FD_BOGUS_SIGNALFD,
+        FD_BOGUS_PIDFD, FD_BOGUS_MEMFD, FD_BOGUS_PIPE_WRITE,
+        FD_BOGUS_SOCKET, FD_BOGUS_FILE,
+    };
+    enum { FIRST = 20, REAL = 40 };
+    g_autofree char *root = tmp_path("empty-root");
+    g_autofree char *log = tmp_path("guest-errors");
+    g_autofree char *text = NULL;
+    FakeServer *srv;
+    int real = make_eventfd();
+    int fds[ARRAY_SIZE(kinds)];
+    int conn, i, refused = 0;
+    struct stat st;
+    gint64 start;
+    Guest *g;
+
+    if (geteuid() != 0) {
+        g_test_skip("-run-with chroot= needs root");
+        return;
+    }
+    g_assert_cmpint(mkdir(root, 0755), ==, 0);
+    srv = server_start(1 * MiB, 1, 0);
+    g = guest_start(SLOT, "-M pc -run-with chroot=%s -d guest_errors -D %s "
+                    "-chardev socket,id=c,path=%s -device ivshmem-doorbell,"
+                    "chardev=c,vectors=1,addr=%d", root, log, srv->path,
+                    SLOT);
+    g_assert_cmpint(reg_read(g, REG_IV_POSITION), ==, 0);
+    g_mutex_lock(&srv->lock);
+    conn = srv->peers[0].conn;
+    for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+        fds[i] = bogus_fd(kinds[i]);
+        if (fds[i] >= 0) {
+            send_msg(conn, FIRST + i, fds[i]);
+        }
+    }
+    send_msg(conn, REAL, real);
+    g_mutex_unlock(&srv->lock);
+
+    /* the real one is taken once QEMU has read the announcements */
+    start = g_get_monotonic_time();
+    do {
+        ring(g, REAL, 0);
+    } while (!event_count(real, 100) && ms_since(start) < WAIT_MS);
+    ring(g, REAL, 0);
+    g_assert_cmpuint(event_count(real, WAIT_MS), ==, 1);
+    for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+        if (fds[i] >= 0) {
+            ring(g, FIRST + i, 0);
+        }
+    }
+    qmp_ping(g->qts);
+    guest_destroy(g);
+    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+    for (i = 0; i < ARRAY_SIZE(kinds); i++) {
+        g_autofree char *line = g_strdup_printf("doorbell for unknown peer "
+                                                "%d or unconnected vector 0 "
+                                                "ignored", FIRST + i);
+
+        if (fds[i] < 0) {
+            g_test_message("fd kind %d: not available here", kinds[i]);
+            continue;
+        }
+        g_assert_nonnull(strstr(text, line));
+        refused++;
+        /* nothing written into what a file descriptor reaches */
+        g_assert_cmpint(fstat(fds[i], &st), ==, 0);
+        if (S_ISREG(st.st_mode)) {
+            g_assert_cmpint(st.st_size, ==, kinds[i] == FD_BOGUS_MEMFD ?
+                            4096 : 0);
+        }
+        close(fds[i]);
+    }
+    g_test_message("%d descriptor types refused without /proc", refused);
+    g_assert_cmpint(refused, >=, 6);
+    close(real);
+    unlink(log);
+    server_stop(srv);
+    g_assert_cmpint(rmdir(root), ==, 0);
+}
+
+static void register_isolation_tests(void)
+{
+    int i;
+
+    qtest_add_data_func("/ivshmem/isolation/saturated-peer/ioeventfd-on",
+                        "on", test_isolation_saturated_peer);
+    qtest_add_data_func("/ivshmem/isolation/saturated-peer/ioeventfd-off",
+                        "off", test_isolation_saturated_peer);
+    qtest_add_func("/ivshmem/isolation/own-vector-drain",
+                   test_isolation_own_vector_drain);
+    for (i = 0; i < ARRAY_SIZE(bogus_scripts); i++) {
+        g_autofree char *path = g_strdup_printf("/ivshmem/isolation/bogus-fd/"
+                                                "%s", bogus_scripts[i].name);
+
+        qtest_add_data_func(path, &bogus_scripts[i], test_isolation_bogus_fd);
+    }
+    qtest_add_func("/ivshmem/isolation/bogus-fd-no-proc",
+                   test_isolation_bogus_fd_no_proc);
+}
+
 int main(int argc, char **argv)
 {
     int ret, i;
@@ -3959,6 +4411,7 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/real-server-restart", test_real_server_restart);
     qtest_add_func("/ivshmem/real-server-hugetlbfs",
                    test_real_server_hugetlbfs);
+    register_isolation_tests();
 
     ret = g_test_run();
     rmdir(tmpdir);
