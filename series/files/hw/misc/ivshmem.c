@@ -648,7 +648,7 @@ static bool ivshmem_sigbus(void *addr)
 
     for (i = 0; i < IVSHMEM_MAPPINGS; i++) {
         IvshmemMapping *m = &ivshmem_mappings[i];
-        uint8_t *host = qatomic_read(&m->host);
+        uint8_t *host = qatomic_load_acquire(&m->host);
 
         if (!host) {
             continue;
