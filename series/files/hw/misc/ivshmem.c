@@ -597,9 +597,11 @@ static IvshmemMapping ivshmem_mappings[IVSHMEM_MAPPINGS];
 /*
  * Back @m from the end of its file on with private pages, if @off lies
  * there.  Returns 1 when the access can be retried, 0 when @off is not
- * in a lost range, -1 when remapping failed.
+ * in a lost range, -1 when remapping failed.  With @scan (no faulting
+ * address known), 1 only if a lost range was backed just now.
  */
-static int ivshmem_mapping_recover(IvshmemMapping *m, uint64_t off)
+static int ivshmem_mapping_recover(IvshmemMapping *m, uint64_t off,
+                                   bool scan)
 {
     struct stat st;
     uint64_t end;
@@ -621,7 +623,7 @@ static int ivshmem_mapping_recover(IvshmemMapping *m, uint64_t off)
          * Not lost to a truncation: either @off is private already (a
          * retry works) or the file covers it (somebody else's SIGBUS).
          */
-        ret = off >= m->shared_end ? 1 : 0;
+        ret = !scan && off >= m->shared_end ? 1 : 0;
         goto out;
     }
     if (mmap(m->host + end, m->shared_end - end, PROT_READ | PROT_WRITE,
@@ -654,9 +656,11 @@ static bool ivshmem_sigbus(void *addr)
             continue;
         }
         if (!p) {
-            done |= ivshmem_mapping_recover(m, m->shared_end - 1) == 1;
+            uint64_t end = qatomic_read(&m->shared_end);
+
+            done |= end && ivshmem_mapping_recover(m, end - 1, true) == 1;
         } else if (p >= host && p < host + m->size) {
-            return ivshmem_mapping_recover(m, p - host) == 1;
+            return ivshmem_mapping_recover(m, p - host, false) == 1;
         }
     }
     return done;
