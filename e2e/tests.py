@@ -676,6 +676,101 @@ def test_newer_kernel(s):
           '' if out.returncode == 0 else text[-3000:])
 
 
+SHRUNK_RE = re.compile(r'warning: ivshmem-plain \'shm\' at [0-9a-f:.]+: the '
+                       r'shared memory shrank from 0x400000 to 0x1000 bytes')
+SHRUNK_TRACE_RE = re.compile(r'ivshmem_shm_shrunk .*shrank to 0x1000: '
+                             r'private from offset 0x1000')
+
+
+def qmp_status(path):
+    """query-status over the QMP socket at @path, or the error."""
+    try:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(10)
+        c.connect(path)
+        f = c.makefile('rwb')
+        f.readline()
+        for cmd in ('qmp_capabilities', 'query-status'):
+            f.write(json.dumps({'execute': cmd}).encode() + b'\n')
+            f.flush()
+            while True:
+                msg = json.loads(f.readline())
+                if 'event' not in msg:
+                    break
+        c.close()
+        return msg.get('return', {}).get('status', msg)
+    except (OSError, ValueError) as err:
+        return 'no answer (%s)' % err
+
+
+def shrink(s, want_accel):
+    """Issue 23 item 7: a third peer (the host) truncates a POSIX shm
+    object that two running guests share; the victim's QEMU used to die
+    of SIGBUS at its next access to the lost range."""
+    if s.accel != want_accel:
+        for what in ('shared before', 'reads 0', 'write private',
+                     'first page shared', 'QMP', 'reported once'):
+            skip('shrink (%s): %s' % (want_accel, what),
+                 'needs %s, this host runs the guests under %s%s'
+                 % (want_accel, s.accel, ' (its /dev/kvm cannot run our '
+                    'guests)' if want_accel == 'kvm' else ''))
+        return
+    name = s.shm_name('shrink')
+    path = '/dev/shm/' + name
+    open_host_shm(path, 4 * MIB).close()
+    qmp = os.path.join(s.dir, 'a.qmp')
+    dev = ['-object', 'memory-backend-file,id=hm,mem-path=%s,size=4M,'
+           'share=on' % path, '-device', 'ivshmem-plain,memdev=hm,id=shm',
+           '-trace', 'ivshmem_shm_shrunk']
+    a, b = boot(s, {'a': (dev + ['-qmp', 'unix:%s,server=on,wait=off'
+                                 % qmp], ''),
+                    'b': (dev, '')})
+    off = 512 * 1024
+    a.tool('put %d before-the-shrink' % off)
+    check(b.tool('get %d' % off) == 'before-the-shrink',
+          'shrink (%s): the guests share BAR2 + 512 KiB before the shrink'
+          % s.accel)
+    os.truncate(path, 4096)             # the third peer
+    rc, out = a.tool('get %d' % off, 60, check=False)
+    check(rc == 0 and out == '' and a.alive(),
+          'shrink (%s): truncated to 4 KiB by a third peer, guest A reads '
+          'BAR2 + 512 KiB: its QEMU survives, the read is 0' % s.accel,
+          'rc %d, read %r, QEMU %s' % (rc, out, 'running' if a.alive()
+                                       else 'exited'))
+    a.tool('put %d only-for-a' % off, 60, check=False)
+    rc, out = b.tool('get %d' % off, 60, check=False)
+    mine = a.tool('get %d' % off, 60, check=False)[1]
+    check(rc == 0 and out == '' and mine == 'only-for-a' and b.alive(),
+          'shrink (%s): A\'s write there is not visible to B (B reads %r, '
+          'A %r)' % (s.accel, out, mine))
+    a.tool('put 64 still-shared', 60, check=False)
+    check(b.tool('get 64', 60, check=False)[1] == 'still-shared',
+          'shrink (%s): the first 4 KiB stay shared' % s.accel)
+    status = qmp_status(qmp)
+    check(status == 'running', 'shrink (%s): QMP of A answers, status %s'
+          % (s.accel, status))
+    log = open(a.logfile, errors='replace').read()
+    once = (len(SHRUNK_RE.findall(log)) == 1 and
+            len(SHRUNK_TRACE_RE.findall(log)) == 1)
+    check(once, 'shrink (%s): A reports it once, in a warning naming the '
+          'device and both sizes, and in a trace' % s.accel,
+          '' if once else s.tail(a.logfile))
+
+
+def test_shrink(s):
+    if s.accel == 'tcg':
+        shrink(s, 'tcg')
+        return
+    t = e2e.Session(accel='tcg', image=s.image)
+    try:
+        shrink(t, 'tcg')
+    finally:
+        t.close()
+
+
+def test_shrink_kvm(s):
+    shrink(s, 'kvm')
+
 # Every scenario with the number of checks it makes on every path: the
 # plan is printed first from this list, and a scenario that makes fewer
 # fails the rest.
@@ -686,7 +781,8 @@ TESTS = [('plain', test_plain, 5), ('doorbell1', test_doorbell1, 4),
          ('kill-join', test_kill_and_join, 5),
          ('server-restart', test_server_restart, 3),
          ('driver', test_driver, 14), ('driver-race', test_driver_race, 3),
-         ('newer-kernel', test_newer_kernel, 1)]
+         ('newer-kernel', test_newer_kernel, 1),
+         ('shrink', test_shrink, 6), ('shrink-kvm', test_shrink_kvm, 6)]
 
 
 def main():

@@ -59,6 +59,7 @@
 #include "migration/vmstate.h"
 #include "system/hostmem.h"
 #include "system/kvm.h"
+#include "system/cpus.h"
 #include "system/runstate.h"
 #include "trace.h"
 
@@ -200,6 +201,12 @@ struct IvshmemState {
     ino_t shm_ino;
     off_t shm_obj_size;
     MemoryRegion *shm;          /* what BAR2 maps */
+    struct IvshmemMapping *mapping; /* BAR2 watched for shrinking */
+    QEMUBH *shrunk_bh;          /* the SIGBUS handler's report */
+    QEMUTimer *shrunk_timer;    /* next report, rate-limited */
+    int64_t shrunk_last_report; /* when (ms), 0: never */
+    uint64_t shrunk_reported;   /* lost range reported: from here on */
+    uint64_t shrunk_traced;     /* lost range traced: from here on */
     bool memdev_taken;
     bool ram_registered;
     Error *migration_blocker;
@@ -951,14 +958,231 @@ static bool ivshmem_map_fd(IvshmemState *s, int fd, const char *what,
     if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
         trace_ivshmem_shm_shrinkable(object_get_typename(OBJECT(s)), seals);
         warn_report_once("ivshmem: the %s can be shrunk by any process "
-                         "holding it, and this QEMU would then crash with "
-                         "SIGBUS; ivshmem-server --memfd serves sealed "
-                         "memory", what);
+                         "holding it, and this VM would then lose what lay "
+                         "beyond the new end; ivshmem-server --memfd "
+                         "serves sealed memory", what);
     }
     s->shm_dev = st.st_dev;
     s->shm_ino = st.st_ino;
     s->shm_obj_size = st.st_size;
     return true;
+}
+
+/*
+ * Shrunk memory
+ *
+ * Whoever holds a region's fd can truncate it: every peer of a server
+ * started with -M or -m, whoever can open a shm= object or a
+ * memory-backend-file.  A later access to a page past the new end
+ * faults with SIGBUS, which used to end QEMU.  QEMU's SIGBUS handler
+ * now asks ivshmem_sigbus() first: if the address lies in a BAR2
+ * mapping beyond the end of its (shrunk) file, the lost range, from
+ * the new end rounded up to the mapping's page size to the end of BAR2,
+ * is replaced by private anonymous pages and the access restarts.  This
+ * VM then reads zeroes there and its writes stay its own; the rest of
+ * the region stays shared.  A bottom half reports it from the main loop.
+ * The range stays private for the life of the device, even if the file
+ * grows back.
+ *
+ * ivshmem_sigbus() runs in a signal handler, in whatever thread touched
+ * the memory (vCPU, main loop, migration): no locks, no allocation, only
+ * fstat(), mmap() and atomics.  Mappings live in a fixed table that
+ * realize and unrealize change under the BQL.
+ */
+#define IVSHMEM_MAPPINGS        64
+#define IVSHMEM_SHRUNK_REPORT_MS 10000  /* at most one warning per 10 s */
+
+typedef struct IvshmemMapping {
+    uint8_t *host;              /* NULL: free slot */
+    uint64_t size;
+    uint64_t pagesize;
+    int fd;
+    int busy;                   /* a handler is remapping */
+    bool failed;                /* mmap failed: let SIGBUS end QEMU */
+    uint64_t shared_end;        /* offset where the private range starts */
+    uint64_t file_size;         /* file size the last remap saw */
+    QEMUBH *bh;
+} IvshmemMapping;
+
+static IvshmemMapping ivshmem_mappings[IVSHMEM_MAPPINGS];
+
+/*
+ * Back @m from the end of its file on with private pages, if @off lies
+ * there.  Returns 1 when the access can be retried, 0 when @off is not
+ * in a lost range, -1 when remapping failed.  With @scan (no faulting
+ * address known), 1 only if a lost range was backed just now.
+ */
+static int ivshmem_mapping_recover(IvshmemMapping *m, uint64_t off,
+                                   bool scan)
+{
+    struct stat st;
+    uint64_t end;
+    int ret = 0;
+
+    if (qatomic_cmpxchg(&m->busy, 0, 1) != 0) {
+        return 1;               /* another thread remaps: retry */
+    }
+    if (!qatomic_read(&m->host)) {
+        goto out;               /* being unwatched */
+    }
+    if (qatomic_read(&m->failed) || fstat(m->fd, &st) < 0) {
+        ret = -1;
+        goto out;
+    }
+    end = ROUND_UP((uint64_t)st.st_size, m->pagesize);
+    if (end >= m->shared_end || off < end) {
+        /*
+         * Not lost to a truncation: either @off is private already (a
+         * retry works) or the file covers it (somebody else's SIGBUS).
+         */
+        ret = !scan && off >= m->shared_end ? 1 : 0;
+        goto out;
+    }
+    if (mmap(m->host + end, m->shared_end - end, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        qatomic_set(&m->failed, true);
+        ret = -1;
+        goto out;
+    }
+    qatomic_set(&m->file_size, st.st_size);
+    qatomic_set(&m->shared_end, end);
+    qemu_bh_schedule(m->bh);
+    ret = 1;
+out:
+    qatomic_set(&m->busy, 0);
+    return ret;
+}
+
+/* QemuRamSigbusHook: @addr faulted, or NULL: check every mapping. */
+static bool ivshmem_sigbus(void *addr)
+{
+    uint8_t *p = addr;
+    bool done = false;
+    unsigned i;
+
+    for (i = 0; i < IVSHMEM_MAPPINGS; i++) {
+        IvshmemMapping *m = &ivshmem_mappings[i];
+        uint8_t *host = qatomic_load_acquire(&m->host);
+
+        if (!host) {
+            continue;
+        }
+        if (!p) {
+            uint64_t end = qatomic_read(&m->shared_end);
+
+            done |= end && ivshmem_mapping_recover(m, end - 1, true) == 1;
+        } else if (p >= host && p < host + m->size) {
+            return ivshmem_mapping_recover(m, p - host, false) == 1;
+        }
+    }
+    return done;
+}
+
+static void ivshmem_shrunk_report(void *opaque)
+{
+    IvshmemState *s = opaque;
+    IvshmemMapping *m = s->mapping;
+    DeviceState *dev = DEVICE(s);
+    g_autofree char *path = NULL;
+    uint64_t from, file_size;
+    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+
+    if (!m) {
+        return;
+    }
+    from = qatomic_read(&m->shared_end);
+    file_size = qatomic_read(&m->file_size);
+    if (from == s->shrunk_reported) {
+        return;
+    }
+    if (from != s->shrunk_traced) {
+        s->shrunk_traced = from;
+        trace_ivshmem_shm_shrunk(object_get_typename(OBJECT(s)), m->size,
+                                 file_size, from);
+    }
+    if (s->shrunk_last_report &&
+        now - s->shrunk_last_report < IVSHMEM_SHRUNK_REPORT_MS) {
+        timer_mod(s->shrunk_timer,
+                  s->shrunk_last_report + IVSHMEM_SHRUNK_REPORT_MS);
+        return;
+    }
+    s->shrunk_last_report = now;
+    s->shrunk_reported = from;
+    path = qdev_get_dev_path(dev);
+    warn_report("%s%s%s%s at %s: the shared memory shrank from 0x%" PRIx64
+                " to 0x%" PRIx64 " bytes (truncated by a process holding "
+                "it); BAR2 from offset 0x%" PRIx64 " on is no longer "
+                "shared: this VM reads zeroes there and keeps its writes; "
+                "share a sealed region (ivshmem-server --memfd) to prevent "
+                "it", object_get_typename(OBJECT(s)), dev->id ? " '" : "",
+                dev->id ? dev->id : "", dev->id ? "'" : "", path ? path : "?",
+                m->size, file_size, from);
+}
+
+static void ivshmem_shrunk_timer(void *opaque)
+{
+    ivshmem_shrunk_report(opaque);
+}
+
+/* Watch BAR2 for shrinking, if its fd can be shrunk. */
+static void ivshmem_watch_shrink(IvshmemState *s)
+{
+    MemoryRegion *mr = s->shm;
+    int fd = memory_region_get_fd(mr);
+    int seals;
+    unsigned i;
+
+    if (fd < 0) {
+        return;                 /* anonymous memory: nobody can shrink it */
+    }
+    seals = fcntl(fd, F_GET_SEALS);
+    if (seals >= 0 && (seals & F_SEAL_SHRINK)) {
+        return;
+    }
+    for (i = 0; i < IVSHMEM_MAPPINGS; i++) {
+        if (!ivshmem_mappings[i].host) {
+            break;
+        }
+    }
+    if (i == IVSHMEM_MAPPINGS) {
+        warn_report("%s: more than %d ivshmem devices; this one's shared "
+                    "memory is not protected against shrinking",
+                    object_get_typename(OBJECT(s)), IVSHMEM_MAPPINGS);
+        return;
+    }
+    s->shrunk_bh = qemu_bh_new(ivshmem_shrunk_report, s);
+    s->shrunk_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
+                                   ivshmem_shrunk_timer, s);
+    s->shrunk_reported = memory_region_size(mr);
+    s->shrunk_traced = s->shrunk_reported;
+    s->shrunk_last_report = 0;
+    s->mapping = &ivshmem_mappings[i];
+    *s->mapping = (IvshmemMapping) {
+        .size = memory_region_size(mr),
+        .pagesize = qemu_ram_pagesize(mr->ram_block),
+        .fd = fd,
+        .shared_end = memory_region_size(mr),
+        .file_size = memory_region_size(mr),
+        .bh = s->shrunk_bh,
+    };
+    qatomic_store_release(&s->mapping->host,
+                          (uint8_t *)memory_region_get_ram_ptr(mr));
+    qemu_set_ram_sigbus_hook(ivshmem_sigbus);
+}
+
+static void ivshmem_unwatch_shrink(IvshmemState *s)
+{
+    if (!s->mapping) {
+        return;
+    }
+    qatomic_set(&s->mapping->host, NULL);
+    /* A handler may still be on it: let it finish with the BH. */
+    while (qatomic_read(&s->mapping->busy)) {
+        g_usleep(1000);
+    }
+    s->mapping = NULL;
+    g_clear_pointer(&s->shrunk_bh, qemu_bh_delete);
+    g_clear_pointer(&s->shrunk_timer, timer_free);
 }
 
 static char *ivshmem_shm_path(const char *name)
@@ -1770,6 +1994,7 @@ static void ivshmem_teardown(IvshmemState *s)
     if (s->migration_blocker) {
         migrate_del_blocker(&s->migration_blocker);
     }
+    ivshmem_unwatch_shrink(s);
     if (s->ram_registered) {
         vmstate_unregister_ram(s->shm, DEVICE(s));
         s->ram_registered = false;
@@ -1933,6 +2158,7 @@ static void ivshmem_realize(PCIDevice *pdev, Error **errp)
     if (!ivshmem_setup_migration(s, errp)) {
         goto fail;
     }
+    ivshmem_watch_shrink(s);
     pci_register_bar(pdev, IVSHMEM_SHM_BAR,
                      PCI_BASE_ADDRESS_SPACE_MEMORY |
                      PCI_BASE_ADDRESS_MEM_PREFETCH |
