@@ -541,9 +541,7 @@ static const VMStateDescription ivshmem_legacy_presence_vmstate =
  * Subsections of each device's section, named after its field list
  * (IVSHMEM_SECTION): a subsection's name starts with its section's.
  */
-static const VMStateDescription *const ivshmem_plain_fields_subsections[] = {
-    NULL
-};
+#define ivshmem_plain_fields_subsections NULL    /* as 10.0.2: none */
 static const VMStateDescription *const
 ivshmem_doorbell_fields_subsections[] = {
     &ivshmem_doorbell_presence_vmstate,
