@@ -406,6 +406,21 @@ def test_presence(s):
           'within %g s; kill to report %s s (TCG, serial console included)'
           % (PRESENCE_BOUND_S, ', '.join('%.3f' % t for t in times[1:])),
           '\n'.join(details))
+    # the channel library: liveness from presence, no heartbeat (c, which
+    # has no presence itself, is side b; a watches it)
+    c.run('ivc-liveness -d /dev/ivshmem0 -r b > /tmp/lv 2>&1 &')
+    a.start('ivc-liveness -d /dev/ivshmem0 -r a -t 30000')
+    a.expect(rb'liveness: up peer=\d+ presence=yes', 60)
+    killed_at = time.time()
+    c.kill()
+    a.expect(rb'liveness: gone', 30)
+    took = time.time() - killed_at
+    rc, out = a.finish(30)
+    times.append(took)
+    check(rc == 0 and took < PRESENCE_BOUND_S,
+          'presence: the channel library (no heartbeat) reports the other '
+          'side GONE when its VM is killed, %.3f s from the kill' % took,
+          out)
     print('# presence: kill-to-report seconds %s, max %.3f'
           % (' '.join('%.3f' % t for t in times), max(times)), flush=True)
 
@@ -785,7 +800,7 @@ TESTS = [('plain', test_plain, 5), ('doorbell1', test_doorbell1, 4),
          ('server-restart', test_server_restart, 3),
          ('driver', test_driver, 14), ('driver-race', test_driver_race, 3),
          ('newer-kernel', test_newer_kernel, 1),
-         ('presence', test_presence, 4)]
+         ('presence', test_presence, 5)]
 
 
 def main():
