@@ -3782,6 +3782,95 @@ static void test_presence_registers(void)
     pr_server_stop(ps);
 }
 
+/* Wait until PresenceState reads @state. */
+static void pr_wait_state(Guest *g, uint32_t state)
+{
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+    while (reg_read(g, PR_STATE) != state) {
+        if (g_get_monotonic_time() > end) {
+            g_test_message("PresenceState 0x%x, expected 0x%x",
+                           reg_read(g, PR_STATE), state);
+            g_assert_not_reached();
+        }
+        g_usleep(1000);
+    }
+}
+
+/* Exactly the peers @ids (one vector each) on page 0, nothing after. */
+static void pr_check_ids(Guest *g, const int *ids, int n)
+{
+    int i;
+
+    g_assert_cmpuint(reg_read(g, PR_PEER_COUNT), ==, n);
+    reg_write(g, PR_PAGE_SELECT, 0);
+    for (i = 0; i < n; i++) {
+        g_assert_cmphex(reg_read(g, PR_ENTRY + 4 * i), ==,
+                        1u << 31 | 1 << 16 | ids[i]);
+    }
+    g_assert_cmphex(reg_read(g, PR_ENTRY + 4 * n), ==, 0);
+}
+
+/*
+ * The server restarts: RECONNECTING with the old table while it is gone,
+ * REFUSED (old table) for a restarted server on other memory, then the
+ * new session's table and ID at once on the same memory; an interrupt
+ * for each step.
+ */
+static void test_presence_reconnect(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 2);
+    g_autofree char *path = g_strdup(srv->path);
+    int shm = dup(srv->shm_fd), other = make_memfd(1 * MiB);
+    const int old_ids[] = { 2 }, new_ids[] = { 4, 5 };
+    Guest *g;
+
+    g_assert_cmpint(server_join(srv, -1), ==, 2);
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s,"
+                    "reconnect-ms=100 -device ivshmem-doorbell,chardev=c,"
+                    "vectors=2,presence=on,addr=%d", srv->path, SLOT);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 3);
+    g_assert_cmphex(reg_read(g, PR_STATE), ==, PR_CONNECTED);
+    g_assert_cmpuint(reg_read(g, PR_OWN_VECTORS), ==, 1);
+    pr_check_ids(g, old_ids, 1);
+    msix_program(g, 1, false);
+    reg_write(g, PR_EVENT_CONTROL, PR_ENABLE(1));
+
+    /* gone: the table is retained */
+    server_crash(srv);
+    pr_wait_state(g, PR_RECONNECTING);
+    g_assert_true(wait_msi(g, 1));
+    pr_check_ids(g, old_ids, 1);
+    reg_write(g, PR_EVENT_STATUS, reg_read(g, PR_EVENT_STATUS));
+
+    /* back on other memory: refused, table retained */
+    srv = server_start_at(path, other, 1 * MiB, 1, 4, 2);
+    pr_wait_state(g, 4);
+    g_assert_true(wait_msi(g, 1));
+    pr_check_ids(g, old_ids, 1);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 3);
+    reg_write(g, PR_EVENT_STATUS, reg_read(g, PR_EVENT_STATUS));
+    server_crash(srv);
+    pr_wait_state(g, PR_RECONNECTING);
+    g_assert_true(wait_msi(g, 1));
+    reg_write(g, PR_EVENT_STATUS, reg_read(g, PR_EVENT_STATUS));
+
+    /* back on the same memory: the new session's peers, ID and vectors */
+    srv = server_start_at(path, shm, 1 * MiB, 1, 4, 2);
+    g_assert_true(wait_position(g, 6));
+    g_assert_cmphex(reg_read(g, PR_STATE), ==, PR_CONNECTED);
+    g_assert_true(wait_msi(g, 1));
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==,
+                    PR_EV_PEERS | PR_EV_STATE);
+    g_assert_cmpuint(reg_read(g, PR_OWN_VECTORS), ==, 1);
+    pr_check_ids(g, new_ids, 2);
+
+    guest_destroy(g);
+    server_stop(srv);
+    close(shm);
+    close(other);
+}
+
 /* Without presence=on nothing of it shows; where it cannot be, refused */
 static void test_presence_off(void)
 {
@@ -4046,6 +4135,7 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/presence/registers", test_presence_registers);
     qtest_add_func("/ivshmem/presence/off", test_presence_off);
     qtest_add_func("/ivshmem/presence/intx", test_presence_intx);
+    qtest_add_func("/ivshmem/presence/reconnect", test_presence_reconnect);
     qtest_add_func("/ivshmem/presence/migration", test_presence_migrate);
     qtest_add_data_func("/ivshmem/presence/migration/on-to-off",
                         GINT_TO_POINTER(true),
