@@ -340,6 +340,20 @@ def strip_names(desc):
     return desc
 
 
+# Subsections of ours that are sent only with a non-default property
+# (docs/specs/ivshmem-spec.rst, "Peer presence"): with the defaults the
+# stream is 10.0.2's, which the live and save checks below migrate.
+OPT_IN_SUBSECTIONS = {'ivshmem-doorbell/presence'}
+
+
+def strip_opt_in(desc):
+    subs = desc['Description'].pop('Subsections', [])
+    names = set(sub['name'] for sub in subs)
+    check(names <= OPT_IN_SUBSECTIONS, 'subsections that are not opt-in: %s'
+          % ', '.join(sorted(names - OPT_IN_SUBSECTIONS)))
+    return desc
+
+
 def t_vmstate(driver):
     def run(ctx):
         d = {}
@@ -348,6 +362,9 @@ def t_vmstate(driver):
                                 os.path.join(ctx['tmp'], which + '.json'))
             check(driver in dump, '%s has no vmstate "%s"' % (which, driver))
             d[which] = dump[driver]
+        check('Subsections' not in d['stock']['Description'],
+              'stock 10.0.2 has subsections in "%s"' % driver)
+        strip_opt_in(d['ours'])
         # Field names are the C members' (intr_status here, intrstatus in
         # 10.0.2); they travel only in the stream's debugging description.
         if strip_names(d['stock']) != strip_names(d['ours']):
@@ -372,6 +389,157 @@ def t_props(driver):
             log('%s: properties stock does not have: %s' % (
                 driver, ', '.join('%s (%s, default %s)' % ((n,) + ours[n])
                                   for n in extra)))
+    return run
+
+
+# ---------------------------------------------------------------------------
+# The guest-visible device with default properties, byte by byte
+
+class QtestLink:
+    """QEMU stopped before its first instruction (-S; TCG, as Debian's
+    binary has no qtest accelerator), driven over the qtest protocol:
+    port I/O for PCI configuration space (0xcf8/0xcfc), memory reads for
+    the BARs.  No firmware runs, so both sides start from reset state."""
+
+    SLOT = 4
+
+    def __init__(self, binary, dev_args, tmp, name):
+        path = os.path.join(tmp, name + '.qtest')
+        self.log = os.path.join(tmp, name + '.log')
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(path)
+        lsock.listen(1)
+        lsock.settimeout(0.1)
+        with open(self.log, 'wb') as log_file:
+            self.proc = subprocess.Popen(
+                [binary, '-M', 'pc', '-accel', 'tcg', '-S', '-nodefaults',
+                 '-display', 'none', '-monitor', 'none', '-qtest',
+                 'unix:' + path, '-qtest-log', '/dev/null'] + dev_args,
+                stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        try:
+            while True:
+                try:
+                    self.sock, _ = lsock.accept()
+                    break
+                except socket.timeout:
+                    if self.proc.poll() is not None or \
+                            time.time() > deadline:
+                        self.close()
+                        raise Fail('%s did not start: %s'
+                                   % (binary, self.tail()))
+        finally:
+            lsock.close()
+        self.sock.settimeout(30)
+        self.file = self.sock.makefile('rb')
+
+    def tail(self):
+        with open(self.log, errors='replace') as f:
+            return f.read()[-1000:]
+
+    def cmd(self, line):
+        self.sock.sendall(line.encode() + b'\n')
+        while True:
+            resp = self.file.readline().decode()
+            if not resp:
+                raise Fail('qtest connection closed: ' + self.tail())
+            if resp.startswith('OK'):
+                return resp.split()[1] if len(resp.split()) > 1 else None
+            if not resp.startswith('IRQ'):
+                raise Fail('qtest %r: %s' % (line, resp.strip()))
+
+    def _cf8(self, off):
+        self.cmd('outl 0xcf8 0x%x' % (0x80000000 | self.SLOT << 11 | off))
+
+    def cfg_read(self, off):
+        self._cf8(off)
+        return int(self.cmd('inl 0xcfc'), 16)
+
+    def cfg_write(self, off, value):
+        self._cf8(off)
+        self.cmd('outl 0xcfc 0x%x' % value)
+
+    def mem_read(self, addr, size):
+        return bytes.fromhex(self.cmd('read 0x%x 0x%x' % (addr, size))[2:])
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def device_view(link):
+    """What a guest sees of the device in slot 4 before any driver: the
+    whole configuration space, every BAR's size mask, and, with the BARs
+    mapped, the 256 bytes of BAR0 and the MSI-X BAR."""
+    view = {'config': [link.cfg_read(off) for off in range(0, 256, 4)]}
+    sizes = []
+    for bar in range(6):
+        off = 0x10 + 4 * bar
+        saved = link.cfg_read(off)
+        link.cfg_write(off, 0xffffffff)
+        sizes.append(link.cfg_read(off))
+        link.cfg_write(off, saved)
+    view['bar-size-masks'] = sizes
+    link.cfg_write(0x10, 0xfe000000)
+    if sizes[1]:
+        link.cfg_write(0x14, 0xfe001000)
+    link.cfg_write(0x18, 0xc0000000)
+    link.cfg_write(0x1c, 0)
+    link.cfg_write(0x04, link.cfg_read(0x04) | 0x2)     # memory space
+    view['bar0'] = link.mem_read(0xfe000000, 0x100).hex()
+    if sizes[1]:
+        size = (~(sizes[1] & ~0xf) & 0xffffffff) + 1
+        view['bar1'] = link.mem_read(0xfe001000, size).hex()
+    return view
+
+
+def t_guest_view(driver):
+    """With default properties our device looks to a guest exactly like
+    stock 10.0.2's: configuration space, BAR sizes, BAR0, MSI-X BAR."""
+    def run(ctx):
+        views = {}
+        for which in ('stock', 'ours'):
+            tmp = os.path.join(ctx['tmp'], 'view-%s-%s' % (driver, which))
+            os.makedirs(tmp)
+            server = None
+            if driver == 'ivshmem-plain':
+                mem = os.path.join(tmp, 'mem')
+                with open(mem, 'wb') as f:
+                    f.truncate(REGION)
+                args = ['-object', 'memory-backend-file,id=hm,mem-path=%s,'
+                        'size=%d,share=on' % (mem, REGION), '-device',
+                        'ivshmem-plain,memdev=hm,addr=%d' % QtestLink.SLOT]
+            else:
+                # a fresh server each: both devices are peer 0
+                sock = os.path.join(tmp, 'server.sock')
+                server = subprocess.Popen(
+                    [e2e.server_binary(), '-F', '-S', sock, '--memfd',
+                     '-l', '4M', '-n', '2'], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wait_for('the ivshmem server socket',
+                         lambda: os.path.exists(sock))
+                args = ['-chardev', 'socket,id=c,path=' + sock, '-device',
+                        'ivshmem-doorbell,chardev=c,vectors=2,addr=%d'
+                        % QtestLink.SLOT]
+            link = QtestLink(BINARIES[which], args, tmp, which)
+            try:
+                views[which] = device_view(link)
+            finally:
+                link.close()
+                if server:
+                    server.kill()
+                    server.wait(10)
+        diff = [k for k in views['stock'] if views['stock'][k] !=
+                views['ours'].get(k)]
+        for k in diff:
+            log('%s stock: %s' % (k, views['stock'][k]))
+            log('%s ours:  %s' % (k, views['ours'].get(k)))
+        check(not diff, '%s: what a guest sees differs from stock 10.0.2 '
+              'in: %s' % (driver, ', '.join(diff)))
+        check(views['stock']['config'][0] == 0x11101af4,
+              'not the ivshmem device in slot %d' % QtestLink.SLOT)
     return run
 
 
@@ -826,6 +994,12 @@ CHECKS = [
      t_peer_destination('stock', 'ours'), False),
     ('peer-dst-ours-stock', 'non-master destination refuses: ours -> stock',
      t_peer_destination('ours', 'stock'), False),
+    ('guest-view-plain', 'ivshmem-plain with default properties: config '
+     'space, BAR sizes and BAR0 identical to stock',
+     t_guest_view('ivshmem-plain'), False),
+    ('guest-view-doorbell', 'ivshmem-doorbell with default properties: '
+     'config space, BAR sizes, BAR0 and MSI-X BAR identical to stock',
+     t_guest_view('ivshmem-doorbell'), False),
     ('live-plain-stock-ours', 'live migration, ivshmem-plain master, '
      'stock -> ours', t_live_plain('stock', 'ours'), True),
     ('live-plain-ours-stock', 'live migration, ivshmem-plain master, '

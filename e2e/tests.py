@@ -312,6 +312,119 @@ def test_kill_and_join(s):
           '' if r['ok'] else r['text'])
 
 
+def presence_dev(server, vectors):
+    # one vector more than the server's: the last is for presence alone
+    return ['-chardev', 'socket,id=ivc,path=' + server.sock, '-device',
+            'ivshmem-doorbell,chardev=ivc,vectors=%d,presence=on'
+            % (vectors + 1)]
+
+
+# The bound a guest must be told within (TCG on a shared 2-core machine;
+# measured in milliseconds, see the scenario's "# presence:" line).
+PRESENCE_BOUND_S = 5.0
+
+
+def presence_fields(line):
+    return dict(kv.split('=', 1) for kv in line.split()[1:] if '=' in kv)
+
+
+def presence_kill(a, victim, victim_id, what):
+    """Kill VICTIM (a guest, or a host peer when it has .close) while A
+    waits for a presence change; the seconds from the kill to A's report
+    reaching the host, and A's snapshot afterwards."""
+    a.start('ivshmem-guest presence-wait 20000')
+    a.expect(rb'presence-wait: ready', 30)
+    killed_at = time.time()
+    if hasattr(victim, 'kill'):
+        victim.kill()
+    else:
+        # shutdown: a close() alone leaves the connection to the blocked
+        # reader thread
+        victim.sock.shutdown(socket.SHUT_RDWR)
+        victim.close()
+    a.expect(rb'presence-wait: changed', 30)
+    took = time.time() - killed_at
+    rc, out = a.finish(60)
+    after = [ln for ln in out.splitlines() if ln.startswith('after:')]
+    fields = presence_fields(after[0]) if after else {}
+    ids = [e.split(':')[0] for e in fields.get('list', '').split(',') if e]
+    ok = rc == 0 and str(victim_id) not in ids and took < PRESENCE_BOUND_S
+    log = '%s: %.3f s from the kill to the guest\'s report\n%s' % (
+        what, took, out)
+    return ok, took, fields, log
+
+
+def test_presence(s):
+    srv = s.server(vectors=2)
+    a, b, c = boot(s, {'a': (presence_dev(srv, 2), ''),
+                       'b': (presence_dev(srv, 2), ''),
+                       'c': (doorbell_dev(srv, 2), '')})
+    ia, ib, ic = a.info(), b.info(), c.info()
+    out = a.tool('peers')
+    f = presence_fields(out)
+    want = ','.join('%s:2' % i for i in sorted((int(ib['id']),
+                                                int(ic['id']))))
+    sysfs = a.run('cat /sys/class/ivshmem/ivshmem0/presence '
+                  '/sys/class/ivshmem/ivshmem0/peers')
+    check(f.get('state') == '0x1' and f.get('own_vectors') == '2' and
+          f.get('count') == '2' and f.get('list') == want and
+          'state=connected' in sysfs and 'peers=2' in sysfs,
+          'presence: a guest lists the two other peers with their vector '
+          'counts (ioctl and sysfs), connected, 2 own vectors',
+          '%s\n%s\nexpected list %s' % (out, sysfs, want))
+    rc, out = c.tool('peers', check=False)
+    files = c.run('ls /sys/class/ivshmem/ivshmem0/').split()
+    check(rc != 0 and 'no peer presence' in out and
+          'ivposition' in files and 'presence' not in files and
+          'peers' not in files,
+          'presence: a device without presence=on refuses the ioctl and '
+          'has no presence sysfs files', '%s\n%s' % (out, files))
+    times = []
+    ok, took, f, log = presence_kill(a, b, ib['id'], 'guest b killed')
+    times.append(took)
+    check(ok and f.get('count') == '1',
+          'presence: guest b killed (SIGKILL), guest a is told within %g s '
+          'and no longer lists it (%.3f s from the kill to the report)'
+          % (PRESENCE_BOUND_S, took), log)
+    details = []
+    for i in range(3):
+        host = s.hostpeer(srv)
+        host.wait_for(lambda: len(host.peers) >= 2, 10)
+        # a has seen the whole join (both vectors) before it waits
+        for _ in range(100):
+            if ',%d:2' % host.id in ',' + presence_fields(
+                    a.tool('peers')).get('list', ''):
+                break
+        ok, took, f, log = presence_kill(a, host, host.id,
+                                         'host peer %d closed' % i)
+        times.append(took)
+        details.append(log)
+        if not ok:
+            break
+    check(ok and len(times) == 4,
+          'presence: 3 host peers join and die, guest a told each time '
+          'within %g s; kill to report %s s (TCG, serial console included)'
+          % (PRESENCE_BOUND_S, ', '.join('%.3f' % t for t in times[1:])),
+          '\n'.join(details))
+    # the channel library: liveness from presence, no heartbeat (c, which
+    # has no presence itself, is side b; a watches it)
+    c.run('ivc-liveness -d /dev/ivshmem0 -r b > /tmp/lv 2>&1 &')
+    a.start('ivc-liveness -d /dev/ivshmem0 -r a -t 30000')
+    a.expect(rb'liveness: up peer=\d+ presence=yes', 60)
+    killed_at = time.time()
+    c.kill()
+    a.expect(rb'liveness: gone', 30)
+    took = time.time() - killed_at
+    rc, out = a.finish(30)
+    times.append(took)
+    check(rc == 0 and took < PRESENCE_BOUND_S,
+          'presence: the channel library (no heartbeat) reports the other '
+          'side GONE when its VM is killed, %.3f s from the kill' % took,
+          out)
+    print('# presence: kill-to-report seconds %s, max %.3f'
+          % (' '.join('%.3f' % t for t in times), max(times)), flush=True)
+
+
 def test_server_restart(s):
     # The region must outlive the server: create it here, so that the
     # server does not remove it when it exits.
@@ -782,7 +895,8 @@ TESTS = [('plain', test_plain, 5), ('doorbell1', test_doorbell1, 4),
          ('server-restart', test_server_restart, 3),
          ('driver', test_driver, 14), ('driver-race', test_driver_race, 3),
          ('newer-kernel', test_newer_kernel, 1),
-         ('shrink', test_shrink, 6), ('shrink-kvm', test_shrink_kvm, 6)]
+         ('shrink', test_shrink, 6), ('shrink-kvm', test_shrink_kvm, 6),
+         ('presence', test_presence, 5)]
 
 
 def main():

@@ -465,7 +465,9 @@ int ivc_peer_state(struct ivc_channel *ch)
         return IVC_PEER_NEVER;
     if (att != 1)
         return IVC_PEER_LEFT;
-    if (ch->r->transport == IVC_TRANSPORT_SERVER &&
+    /* the server's peer list: on the host, or a guest device's presence */
+    if ((ch->r->transport == IVC_TRANSPORT_SERVER ||
+         (ch->r->transport == IVC_TRANSPORT_DEVICE && ch->r->presence)) &&
         atomic_load_explicit(&ch->other->doorbell, memory_order_relaxed) == 1) {
         uint32_t peer = atomic_load_explicit(&ch->other->peer_id,
                                              memory_order_relaxed);

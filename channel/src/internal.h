@@ -118,6 +118,8 @@ struct ivc_region {
     struct ivc_peer **peers;        /* server/local: IVC_MAX_PEERS slots */
     bool server_gone;
     bool borrowed;                  /* base is the caller's mapping */
+    bool presence;                  /* device: the driver's PEERS works */
+    uint8_t *present;               /* presence: IVC_MAX_PEERS flags */
 };
 
 struct ivc_side_ring {              /* this side's view of one ring */

@@ -70,6 +70,7 @@ void ivc_region_close(struct ivc_region *r)
         close(r->sock);
     if (r->dev_fd >= 0)
         close(r->dev_fd);
+    free(r->present);
     free(r);
 }
 
@@ -546,8 +547,56 @@ int ivc_region_server_fd(struct ivc_region *r)
     return r->sock >= 0 ? r->sock : -ENOTSUP;
 }
 
+/*
+ * A guest device with peer presence (the driver's IVSHMEM_IOCTL_PEERS):
+ * read the peer list again when the driver says it changed (POLLPRI on
+ * the device file) or on the first call.
+ */
+static int ivc_presence_refresh(struct ivc_region *r)
+{
+    struct pollfd pfd = { .fd = r->dev_fd, .events = POLLPRI };
+    struct ivshmem_peers p;
+    struct ivshmem_peer *list;
+
+    if (r->present && (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & POLLPRI)))
+        return 0;
+    list = calloc(IVC_MAX_PEERS, sizeof(*list));
+    if (!list)
+        return -ENOMEM;
+    if (!r->present && !(r->present = malloc(IVC_MAX_PEERS))) {
+        free(list);
+        return -ENOMEM;
+    }
+    memset(&p, 0, sizeof(p));
+    p.max = IVC_MAX_PEERS;
+    p.entries = (uintptr_t)list;
+    if (ioctl(r->dev_fd, IVSHMEM_IOCTL_PEERS, &p) < 0) {
+        int err = -errno;
+
+        free(list);
+        free(r->present);
+        r->present = NULL;
+        return err;
+    }
+    memset(r->present, 0, IVC_MAX_PEERS);
+    for (uint32_t i = 0; i < p.count && i < IVC_MAX_PEERS; i++)
+        r->present[list[i].peer] = 1;
+    free(list);
+    return 0;
+}
+
 int ivc_region_peer_present(struct ivc_region *r, unsigned peer)
 {
+    if (r->transport == IVC_TRANSPORT_DEVICE && r->presence) {
+        int ret;
+
+        if (peer == (unsigned)r->own_id)
+            return 1;
+        ret = ivc_presence_refresh(r);
+        if (ret < 0)
+            return ret;
+        return peer < IVC_MAX_PEERS && r->present[peer];
+    }
     if (r->transport != IVC_TRANSPORT_SERVER)
         return -ENOTSUP;
     if (peer == (unsigned)r->own_id)
@@ -586,6 +635,7 @@ int ivc_region_open_device(const char *path, unsigned flags,
         goto fail;
     }
     r->own_id = (int)(info.ivposition & 0xffff);
+    r->presence = info.version >= 3 && (info.flags & IVSHMEM_INFO_F_PRESENCE);
     ret = ivc_map_fd(r, r->dev_fd, info.region_size, flags & IVC_F_READONLY);
     if (ret < 0)
         goto fail;

@@ -40,7 +40,8 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define IVSHMEM_UAPI_VERSION 2    /* 2: cache_mode is the real type */
+#define IVSHMEM_UAPI_VERSION 3    /* 2: cache_mode is the real type;
+				   3: IVSHMEM_INFO_F_PRESENCE, PEERS */
 
 /* ivshmem_info.irq_mode */
 #define IVSHMEM_IRQ_NONE  0     /* no interrupt available (plain device) */
@@ -64,7 +65,7 @@
 
 struct ivshmem_info {
 	__u32 version;          /* IVSHMEM_UAPI_VERSION of the driver */
-	__u32 flags;            /* IVSHMEM_INFO_F_*, none defined yet */
+	__u32 flags;            /* IVSHMEM_INFO_F_* */
 	__u64 region_size;      /* BAR2 size in bytes */
 	__u32 ivposition;       /* own peer ID (IVPosition, read live) */
 	__u32 vectors;          /* interrupt vectors usable by read/poll */
@@ -74,6 +75,9 @@ struct ivshmem_info {
 	__u32 cache_requested;  /* IVSHMEM_CACHE_*: the request (version 2) */
 	__u32 reserved[6];      /* zero */
 };
+
+/* ivshmem_info.flags */
+#define IVSHMEM_INFO_F_PRESENCE 0x1     /* device has peer presence */
 
 /*
  * The Doorbell register carries the vector in bits 0..15, but QEMU's
@@ -97,6 +101,37 @@ struct ivshmem_bind {
 };
 
 /*
+ * Peer presence (QEMU's presence=on, docs/specs/ivshmem-spec.rst): who
+ * else the device's server lists, as a consistent snapshot.  Devices
+ * without it (IVSHMEM_INFO_F_PRESENCE clear) fail PEERS with EOPNOTSUPP.
+ *
+ * poll() reports EPOLLPRI on every file of the device once presence
+ * changed (a peer joined or left, the server went away or came back)
+ * since that file last called PEERS; PEERS clears it for the file.  The
+ * driver takes the device's presence interrupt on its last MSI-X vector
+ * (give QEMU's device one vector more than the server's -n to keep
+ * doorbells off it), or on INTx.
+ */
+#define IVSHMEM_PRESENCE_CONNECTED      0x1     /* ivshmem_peers.state */
+#define IVSHMEM_PRESENCE_RECONNECTING   0x2
+#define IVSHMEM_PRESENCE_REFUSED        0x4
+
+struct ivshmem_peer {
+	__u16 peer;             /* peer ID */
+	__u16 vectors;          /* its vectors this device can ring */
+};
+
+struct ivshmem_peers {
+	__u32 generation;       /* out: the device's Generation */
+	__u32 state;            /* out: IVSHMEM_PRESENCE_* */
+	__u32 own_vectors;      /* out: own vectors wired */
+	__u32 count;            /* out: peers present (all of them) */
+	__u32 max;              /* in: room at entries, in struct ivshmem_peer */
+	__u32 flags;            /* in: must be zero */
+	__u64 entries;          /* in: user pointer, the first max peers by ID */
+};
+
+/*
  * Type 0xD3, sequence numbers 0x00-0x0F: free in
  * Documentation/userspace-api/ioctl/ioctl-number.rst of Linux 6.12.118
  * (the newest kernel source Debian 12 ships, linux-source-6.12), and no
@@ -110,5 +145,7 @@ struct ivshmem_bind {
 #define IVSHMEM_IOCTL_INFO _IOR(IVSHMEM_IOCTL_MAGIC, 0x00, struct ivshmem_info)
 #define IVSHMEM_IOCTL_RING _IOW(IVSHMEM_IOCTL_MAGIC, 0x01, struct ivshmem_ring)
 #define IVSHMEM_IOCTL_BIND _IOW(IVSHMEM_IOCTL_MAGIC, 0x02, struct ivshmem_bind)
+#define IVSHMEM_IOCTL_PEERS \
+	_IOWR(IVSHMEM_IOCTL_MAGIC, 0x03, struct ivshmem_peers)
 
 #endif /* _UAPI_LINUX_IVSHMEM_H */

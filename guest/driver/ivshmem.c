@@ -50,6 +50,21 @@
 #define REG_IVPOSITION  0x08
 #define REG_DOORBELL    0x0c
 
+/* Peer presence window (QEMU presence=on) */
+#define PR_CAP_TYPE             0x01
+#define PR_VERSION              0x01
+#define REG_PR_STATE            0x40
+#define REG_PR_OWN_VECTORS      0x44
+#define REG_PR_GENERATION       0x48
+#define REG_PR_PEER_COUNT       0x4c
+#define REG_PR_EVENT_STATUS     0x50
+#define REG_PR_EVENT_CONTROL    0x54
+#define REG_PR_PAGE_SELECT      0x58
+#define REG_PR_PAGE_SIZE        0x5c
+#define REG_PR_ENTRY            0x80
+#define PR_ENTRY_VALID          0x80000000u
+#define PR_INTR_STATUS          0x2     /* IntrStatus bit without MSI-X */
+
 static char *cache = "wb";
 module_param(cache, charp, 0444);
 MODULE_PARM_DESC(cache,
@@ -78,6 +93,10 @@ struct ivshmem_dev {
 	unsigned int nvectors;
 	int minor;                      /* -1 once given back */
 	unsigned int cache_mode;        /* IVSHMEM_CACHE_* mappings get */
+	bool presence;                  /* the presence window is there */
+	unsigned int pr_vector;         /* its interrupt (MSI-X vector) */
+	unsigned int pr_page_size;      /* entries a page */
+	atomic_t pr_events;             /* presence interrupts so far */
 	/* Open files, on the list of their vector; taken in hard IRQ. */
 	spinlock_t files_lock;
 	struct ivshmem_vector vec[IVSHMEM_MAX_VECTORS];
@@ -95,6 +114,7 @@ struct ivshmem_file {
 	struct list_head node;          /* on vec[vector].files */
 	unsigned int vector;            /* under idev->files_lock */
 	u32 seen;                       /* events already returned by read */
+	u32 pr_seen;                    /* pr_events at the last PEERS */
 };
 
 static dev_t ivshmem_devt;
@@ -181,10 +201,27 @@ static void ivshmem_wake(struct ivshmem_dev *idev, struct ivshmem_vector *vec,
 	spin_unlock_irqrestore(&idev->files_lock, flags);
 }
 
+/* Acknowledge a presence event and tell every file (EPOLLPRI). */
+static void ivshmem_presence_event(struct ivshmem_dev *idev)
+{
+	u32 status = readl(idev->regs + REG_PR_EVENT_STATUS);
+
+	if (!status)
+		return;
+	/* Cleared before PEERS reads: a change after this interrupts again. */
+	writel(status, idev->regs + REG_PR_EVENT_STATUS);
+	atomic_inc(&idev->pr_events);
+	ivshmem_wake(idev, NULL, EPOLLPRI);
+}
+
 static irqreturn_t ivshmem_vector_irq(int irq, void *opaque)
 {
 	struct ivshmem_vector *vec = opaque;
+	struct ivshmem_dev *idev = vec->idev;
 
+	if (idev->presence && idev->irq_mode == IVSHMEM_IRQ_MSIX &&
+	    vec == &idev->vec[idev->pr_vector])
+		ivshmem_presence_event(idev);
 	atomic_inc(&vec->events);
 	ivshmem_wake(vec->idev, vec, EPOLLIN | EPOLLRDNORM);
 	return IRQ_HANDLED;
@@ -195,9 +232,15 @@ static irqreturn_t ivshmem_intx_irq(int irq, void *opaque)
 	struct ivshmem_dev *idev = opaque;
 
 	/* Reading IntrStatus clears it and deasserts the line. */
-	if (!readl(idev->regs + REG_INTR_STATUS))
+	u32 status = readl(idev->regs + REG_INTR_STATUS);
+
+	if (!status)
 		return IRQ_NONE;
-	return ivshmem_vector_irq(irq, &idev->vec[0]);
+	if (idev->presence && (status & PR_INTR_STATUS))
+		ivshmem_presence_event(idev);
+	if (!idev->presence || (status & ~PR_INTR_STATUS))
+		ivshmem_vector_irq(irq, &idev->vec[0]);
+	return IRQ_HANDLED;
 }
 
 static int ivshmem_open(struct inode *inode, struct file *filp)
@@ -221,6 +264,7 @@ static int ivshmem_open(struct inode *inode, struct file *filp)
 	f->idev = idev;
 	spin_lock_irq(&idev->files_lock);
 	f->seen = atomic_read(&idev->vec[0].events);
+	f->pr_seen = atomic_read(&idev->pr_events);
 	list_add_tail(&f->node, &idev->vec[0].files);
 	spin_unlock_irq(&idev->files_lock);
 	filp->private_data = f;
@@ -296,13 +340,19 @@ static __poll_t ivshmem_poll(struct file *filp, poll_table *wait)
 {
 	struct ivshmem_file *f = filp->private_data;
 	struct ivshmem_dev *idev = f->idev;
+	__poll_t mask = 0;
 
 	if (!idev->nvectors)
 		return EPOLLERR | (ivshmem_gone(idev) ? EPOLLHUP : 0);
 	poll_wait(filp, &f->wait, wait);
 	if (ivshmem_gone(idev))
 		return EPOLLERR | EPOLLHUP;
-	return ivshmem_pending(f, false) ? EPOLLIN | EPOLLRDNORM : 0;
+	if (idev->presence &&
+	    (u32)atomic_read(&idev->pr_events) != READ_ONCE(f->pr_seen))
+		mask |= EPOLLPRI;
+	if (ivshmem_pending(f, false))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	return mask;
 }
 
 /*
@@ -439,6 +489,7 @@ static long ivshmem_get_info(struct ivshmem_dev *idev, void __user *arg)
 		.irq_mode = idev->irq_mode,
 		.cache_mode = idev->cache_mode,
 		.cache_requested = ivshmem_cache_mode,
+		.flags = idev->presence ? IVSHMEM_INFO_F_PRESENCE : 0,
 	};
 
 	mutex_lock(&idev->lock);
@@ -495,6 +546,80 @@ static long ivshmem_bind(struct ivshmem_file *f, void __user *arg)
 	return 0;
 }
 
+/*
+ * A consistent snapshot of the peer table: read Generation, the table
+ * page by page, and Generation again; retry while it moves.  Called with
+ * idev->lock held and the device present.  Returns the entries read.
+ */
+static int ivshmem_presence_snapshot(struct ivshmem_dev *idev,
+				     struct ivshmem_peers *out,
+				     struct ivshmem_peer *buf, u32 room)
+{
+	u32 gen, i, n, entry;
+	int tries;
+
+	for (tries = 0; tries < 100; tries++) {
+		gen = readl(idev->regs + REG_PR_GENERATION);
+		out->state = readl(idev->regs + REG_PR_STATE);
+		out->own_vectors = readl(idev->regs + REG_PR_OWN_VECTORS);
+		out->count = readl(idev->regs + REG_PR_PEER_COUNT);
+		n = min(out->count, room);
+		for (i = 0; i < n; i++) {
+			if (i % idev->pr_page_size == 0)
+				writel(i / idev->pr_page_size,
+				       idev->regs + REG_PR_PAGE_SELECT);
+			entry = readl(idev->regs + REG_PR_ENTRY +
+				      4 * (i % idev->pr_page_size));
+			if (!(entry & PR_ENTRY_VALID))
+				break;          /* the table shrank: retry */
+			buf[i].peer = entry & 0xffff;
+			buf[i].vectors = (entry >> 16) & 0xfff;
+		}
+		if (i == n && readl(idev->regs + REG_PR_GENERATION) == gen) {
+			out->generation = gen;
+			return n;
+		}
+	}
+	return -EAGAIN;
+}
+
+static long ivshmem_peers(struct ivshmem_file *f, void __user *arg)
+{
+	struct ivshmem_dev *idev = f->idev;
+	struct ivshmem_peer *buf = NULL;
+	struct ivshmem_peers req;
+	int n;
+
+	if (copy_from_user(&req, arg, sizeof(req)))
+		return -EFAULT;
+	if (req.flags || req.max > 65536)
+		return -EINVAL;
+	if (!idev->presence)
+		return ivshmem_gone(idev) ? -ENODEV : -EOPNOTSUPP;
+	if (req.max) {
+		buf = kvmalloc_array(req.max, sizeof(*buf), GFP_KERNEL);
+		if (!buf)
+			return -ENOMEM;
+	}
+	mutex_lock(&idev->lock);
+	if (ivshmem_gone(idev)) {
+		mutex_unlock(&idev->lock);
+		kvfree(buf);
+		return -ENODEV;
+	}
+	/* Seen from here on: a change during the read polls again. */
+	WRITE_ONCE(f->pr_seen, atomic_read(&idev->pr_events));
+	n = ivshmem_presence_snapshot(idev, &req, buf, req.max);
+	mutex_unlock(&idev->lock);
+	if (n > 0 && copy_to_user(u64_to_user_ptr(req.entries), buf,
+				  n * sizeof(*buf)))
+		n = -EFAULT;
+	kvfree(buf);
+	if (n < 0)
+		return n;
+	return copy_to_user(arg, &req, sizeof(req)) ? -EFAULT : 0;
+}
+
 static long ivshmem_ioctl(struct file *filp, unsigned int cmd,
 			  unsigned long arg)
 {
@@ -507,6 +632,8 @@ static long ivshmem_ioctl(struct file *filp, unsigned int cmd,
 		return ivshmem_ring(f->idev, (void __user *)arg);
 	case IVSHMEM_IOCTL_BIND:
 		return ivshmem_bind(f, (void __user *)arg);
+	case IVSHMEM_IOCTL_PEERS:
+		return ivshmem_peers(f, (void __user *)arg);
 	default:
 		return -ENOTTY;
 	}
@@ -548,12 +675,95 @@ static ssize_t region_size_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(region_size);
 
+/*
+ * .../presence: "state=connected generation=N own_vectors=N peers=N";
+ * .../peers: one "ID VECTORS" line a peer, as many as fit in a page.
+ * Only on devices with presence.
+ */
+static const char *ivshmem_presence_state_name(u32 state)
+{
+	if (state & IVSHMEM_PRESENCE_CONNECTED)
+		return "connected";
+	if (state & IVSHMEM_PRESENCE_RECONNECTING)
+		return "reconnecting";
+	if (state & IVSHMEM_PRESENCE_REFUSED)
+		return "refused";
+	return "none";
+}
+
+static ssize_t ivshmem_presence_show_list(struct device *dev, char *buf,
+					  bool list)
+{
+	struct ivshmem_dev *idev = to_ivshmem(dev);
+	u32 room = list ? PAGE_SIZE / 12 : 0;
+	struct ivshmem_peers p = { 0 };
+	struct ivshmem_peer *peers = NULL;
+	ssize_t len = 0;
+	int n, i;
+
+	if (room) {
+		peers = kvmalloc_array(room, sizeof(*peers), GFP_KERNEL);
+		if (!peers)
+			return -ENOMEM;
+	}
+	mutex_lock(&idev->lock);
+	n = ivshmem_gone(idev) ? -ENODEV :
+	    ivshmem_presence_snapshot(idev, &p, peers, room);
+	mutex_unlock(&idev->lock);
+	if (n < 0) {
+		kvfree(peers);
+		return n;
+	}
+	if (!list)
+		len = sysfs_emit(buf, "state=%s generation=%u own_vectors=%u "
+				 "peers=%u\n",
+				 ivshmem_presence_state_name(p.state),
+				 p.generation, p.own_vectors, p.count);
+	for (i = 0; i < n; i++)
+		len += sysfs_emit_at(buf, len, "%u %u\n", peers[i].peer,
+				     peers[i].vectors);
+	kvfree(peers);
+	return len;
+}
+
+static ssize_t presence_show(struct device *dev,
+			     struct device_attribute *attr, char *buf)
+{
+	return ivshmem_presence_show_list(dev, buf, false);
+}
+static DEVICE_ATTR_RO(presence);
+
+static ssize_t peers_show(struct device *dev, struct device_attribute *attr,
+			  char *buf)
+{
+	return ivshmem_presence_show_list(dev, buf, true);
+}
+static DEVICE_ATTR_RO(peers);
+
 static struct attribute *ivshmem_attrs[] = {
 	&dev_attr_ivposition.attr,
 	&dev_attr_region_size.attr,
+	&dev_attr_presence.attr,
+	&dev_attr_peers.attr,
 	NULL,
 };
-ATTRIBUTE_GROUPS(ivshmem);
+
+static umode_t ivshmem_attr_visible(struct kobject *kobj,
+				    struct attribute *attr, int n)
+{
+	struct ivshmem_dev *idev = to_ivshmem(kobj_to_dev(kobj));
+
+	if ((attr == &dev_attr_presence.attr || attr == &dev_attr_peers.attr) &&
+	    !idev->presence)
+		return 0;
+	return attr->mode;
+}
+
+static const struct attribute_group ivshmem_group = {
+	.attrs = ivshmem_attrs,
+	.is_visible = ivshmem_attr_visible,
+};
+__ATTRIBUTE_GROUPS(ivshmem);
 
 static struct class ivshmem_class = {
 	.name = DRV_NAME,
@@ -625,6 +835,8 @@ static void ivshmem_free_irqs(struct ivshmem_dev *idev)
 	struct pci_dev *pdev = idev->pdev;
 	unsigned int i;
 
+	if (idev->presence)
+		writel(0, idev->regs + REG_PR_EVENT_CONTROL);
 	if (idev->irq_mode == IVSHMEM_IRQ_INTX) {
 		writel(0, idev->regs + REG_INTR_MASK);
 		free_irq(pdev->irq, idev);
@@ -659,6 +871,49 @@ static void ivshmem_setup_irq(struct ivshmem_dev *idev)
 	}
 	idev->nvectors = 0;
 	idev->irq_mode = IVSHMEM_IRQ_NONE;
+}
+
+/*
+ * The presence capability (vendor-specific, type 1) and its window in
+ * BAR0; with interrupts, enable its event on the last MSI-X vector or on
+ * INTx (IntrStatus bit 1).
+ */
+static void ivshmem_presence_probe(struct ivshmem_dev *idev)
+{
+	struct pci_dev *pdev = idev->pdev;
+	u8 pos = pci_find_capability(pdev, PCI_CAP_ID_VNDR);
+	u8 type = 0, version, bar;
+	u32 off;
+
+	while (pos) {
+		pci_read_config_byte(pdev, pos + 3, &type);
+		if (type == PR_CAP_TYPE)
+			break;
+		pos = pci_find_next_capability(pdev, pos, PCI_CAP_ID_VNDR);
+	}
+	if (!pos)
+		return;
+	pci_read_config_byte(pdev, pos + 4, &version);
+	pci_read_config_byte(pdev, pos + 5, &bar);
+	pci_read_config_dword(pdev, pos + 8, &off);
+	if (version != PR_VERSION || bar != 0 || off != REG_PR_STATE) {
+		dev_warn(&pdev->dev, "presence capability version %u, BAR %u, "
+			 "offset 0x%x not supported\n", version, bar, off);
+		return;
+	}
+	idev->pr_page_size = readl(idev->regs + REG_PR_PAGE_SIZE);
+	if (!idev->pr_page_size || idev->pr_page_size > 32)
+		return;
+	idev->presence = true;
+	writel(~0u, idev->regs + REG_PR_EVENT_STATUS);
+	if (idev->irq_mode == IVSHMEM_IRQ_MSIX) {
+		idev->pr_vector = idev->nvectors - 1;
+		writel(idev->pr_vector << 16 | 1,
+		       idev->regs + REG_PR_EVENT_CONTROL);
+	} else if (idev->irq_mode == IVSHMEM_IRQ_INTX) {
+		writel(1 | PR_INTR_STATUS, idev->regs + REG_INTR_MASK);
+		writel(1, idev->regs + REG_PR_EVENT_CONTROL);
+	}
 }
 
 static int ivshmem_probe(struct pci_dev *pdev, const struct pci_device_id *id)
@@ -729,6 +984,7 @@ static int ivshmem_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	idev->pdev = pdev;
 	pci_set_master(pdev);
 	ivshmem_setup_irq(idev);
+	ivshmem_presence_probe(idev);
 
 	cdev_init(&idev->cdev, &ivshmem_fops);
 	idev->cdev.owner = THIS_MODULE;

@@ -1262,6 +1262,73 @@ static int cmd_wait(Device *d, int timeout_ms)
     return 0;
 }
 
+/*
+ * Peer presence (driver mode, a device with presence=on): a snapshot,
+ * printed as "WHAT: generation=G state=S own_vectors=N count=C
+ * list=ID:VECTORS,..." (list: the first 64 by ID).
+ */
+static struct ivshmem_peers get_peers(Device *d, const char *what,
+                                      bool print)
+{
+    static struct ivshmem_peer list[64];
+    struct ivshmem_peers p = {
+        .max = 64, .entries = (uintptr_t)list,
+    };
+    unsigned i;
+
+    if (d->mode != MODE_DRIVER) {
+        die("%s needs our driver", what);
+    }
+    if (ioctl(d->fd, IVSHMEM_IOCTL_PEERS, &p) < 0) {
+        die("%s: %s", what, errno == EOPNOTSUPP ?
+            "the device has no peer presence (presence=on)" :
+            strerror(errno));
+    }
+    if (print) {
+        printf("%s: generation=%u state=0x%x own_vectors=%u count=%u list=",
+               what, p.generation, p.state, p.own_vectors, p.count);
+        for (i = 0; i < p.count && i < 64; i++) {
+            printf("%s%u:%u", i ? "," : "", list[i].peer, list[i].vectors);
+        }
+        printf("\n");
+    }
+    return p;
+}
+
+/*
+ * Wait up to TIMEOUT_MS for a presence change: EPOLLPRI, and a Generation
+ * other than the one read when armed (an event the driver took before
+ * arming wakes poll too), then print the new snapshot; exit 2 on timeout.
+ * "presence-wait: ready" once armed.
+ */
+static int cmd_presence_wait(Device *d, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = d->fd, .events = POLLPRI };
+    uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000;
+    uint32_t armed = get_peers(d, "before", true).generation;
+    uint64_t now;
+    int n;
+
+    printf("presence-wait: ready\n");
+    for (;;) {
+        now = now_ns();
+        n = now < end ? poll(&pfd, 1, (end - now) / 1000000 + 1) : 0;
+        if (n < 0) {
+            die("poll: %s", strerror(errno));
+        }
+        if (n == 0 || !(pfd.revents & POLLPRI)) {
+            printf("presence-wait: TIMEOUT revents=0x%x\n", pfd.revents);
+            return 2;
+        }
+        if (get_peers(d, "event", false).generation != armed) {
+            break;
+        }
+    }
+    printf("presence-wait: changed\n");
+    get_peers(d, "after", true);
+    return 0;
+}
+
 static void usage(void)
 {
     fputs("usage: ivshmem-guest [-d DEVICE] [-o SLOT_OFFSET] [-r] COMMAND "
@@ -1287,6 +1354,8 @@ static void usage(void)
           "                               follow\n"
           "  hold-touched OFF SEED0 SEED FILE TIMEOUT_MS  hold, after\n"
           "                               storing the pattern of SEED0 at OFF\n"
+          "  peers                        peer presence snapshot\n"
+          "  presence-wait TIMEOUT_MS     wait for a presence change\n"
           "  abi                          try the old ioctl numbers and\n"
           "                               doorbell vectors 255..65535\n"
           "  gone FILE TIMEOUT_MS         keep the device open and mapped\n"
@@ -1464,6 +1533,11 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "hold-touched") && argc == 6) {
         return cmd_hold_touched(&d, num(argv[1]), num(argv[2]),
                                 num(argv[3]), argv[4], num(argv[5]));
+    } else if (!strcmp(cmd, "peers") && argc == 1) {
+        get_peers(&d, "peers", true);
+        return 0;
+    } else if (!strcmp(cmd, "presence-wait") && argc == 2) {
+        return cmd_presence_wait(&d, num(argv[1]));
     } else if (!strcmp(cmd, "abi") && argc == 1) {
         return cmd_abi(&d);
     } else if (!strcmp(cmd, "gone") && argc == 3) {

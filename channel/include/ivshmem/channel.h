@@ -177,8 +177,11 @@ int ivc_region_poll_server(struct ivc_region *r);
 int ivc_region_server_fd(struct ivc_region *r);
 
 /*
- * ivc_region_peer_present - 1 if the server (host) says @peer is connected,
- * 0 if not, -ENOTSUP without a server (use the channel heartbeat).
+ * ivc_region_peer_present - 1 if the server says @peer is connected, 0 if
+ * not: on the host from the server's messages, in a guest from the
+ * device's peer presence (QEMU's presence=on, the driver's PEERS ioctl,
+ * read again on its POLLPRI); -ENOTSUP without either (use the channel
+ * heartbeat).
  */
 int ivc_region_peer_present(struct ivc_region *r, unsigned peer);
 
@@ -304,7 +307,8 @@ void ivc_heartbeat(struct ivc_channel *ch);
 
 /*
  * ivc_peer_state - IVC_PEER_* of the other side: from the server's peer
- * list on the host, otherwise from its attach flag and heartbeat.
+ * list on the host and in a guest whose device has peer presence,
+ * otherwise from its attach flag and heartbeat.
  */
 int ivc_peer_state(struct ivc_channel *ch);
 

@@ -233,6 +233,16 @@ struct IvshmemState {
     /* Registers */
     uint32_t intr_mask;
     uint32_t intr_status;
+
+    /* Peer presence (presence=on, docs/specs/ivshmem-spec.rst) */
+    bool presence;
+    uint32_t pr_generation;
+    uint32_t pr_event_status;
+    uint32_t pr_event_control;
+    uint32_t pr_page;
+    uint32_t pr_generation_in;  /* the source's, while loading */
+    QEMUBH *pr_bh;              /* sends the change interrupt */
+    GArray *pr_table;           /* sorted entries, NULL when stale */
 };
 
 /* Registers and interrupts */
@@ -624,6 +634,306 @@ static void ivshmem_ring(IvshmemState *s, uint32_t value)
     ivshmem_bell_post(s, peer, vector, fd);
 }
 
+/* Peer presence: the opt-in window at BAR0 0x40..0xff */
+
+#define IVSHMEM_PR_CAP_SIZE     0x10
+#define IVSHMEM_PR_CAP_TYPE     0x01
+#define IVSHMEM_PR_VERSION      0x01
+#define IVSHMEM_PR_WINDOW       0x40
+#define IVSHMEM_PR_PAGE_SIZE    32
+
+REG32(PR_STATE, 0x40)
+    FIELD(PR_STATE, CONNECTED, 0, 1)
+    FIELD(PR_STATE, RECONNECTING, 1, 1)
+    FIELD(PR_STATE, REFUSED, 2, 1)
+REG32(PR_OWN_VECTORS, 0x44)
+REG32(PR_GENERATION, 0x48)
+REG32(PR_PEER_COUNT, 0x4c)
+REG32(PR_EVENT_STATUS, 0x50)
+    FIELD(PR_EVENT_STATUS, PEERS, 0, 1)
+    FIELD(PR_EVENT_STATUS, STATE, 1, 1)
+REG32(PR_EVENT_CONTROL, 0x54)
+    FIELD(PR_EVENT_CONTROL, ENABLE, 0, 1)
+    FIELD(PR_EVENT_CONTROL, VECTOR, 16, 16)
+REG32(PR_PAGE_SELECT, 0x58)
+REG32(PR_PAGE_SIZE, 0x5c)
+REG32(PR_ENTRY, 0x80)
+    FIELD(PR_ENTRY, PEER, 0, 16)
+    FIELD(PR_ENTRY, VECTORS, 16, 12)
+    FIELD(PR_ENTRY, VALID, 31, 1)
+
+#define IVSHMEM_PR_EVENTS       (R_PR_EVENT_STATUS_PEERS_MASK | \
+                                 R_PR_EVENT_STATUS_STATE_MASK)
+#define IVSHMEM_PR_CONTROL      (R_PR_EVENT_CONTROL_ENABLE_MASK | \
+                                 R_PR_EVENT_CONTROL_VECTOR_MASK)
+#define IVSHMEM_INTR_PRESENCE   2   /* IntrStatus bit without MSI-X */
+
+static void ivshmem_presence_irq(void *opaque)
+{
+    IvshmemState *s = opaque;
+    PCIDevice *pdev = PCI_DEVICE(s);
+    uint32_t vector = FIELD_EX32(s->pr_event_control, PR_EVENT_CONTROL,
+                                 VECTOR);
+
+    if (!FIELD_EX32(s->pr_event_control, PR_EVENT_CONTROL, ENABLE) ||
+        !s->pr_event_status) {
+        return;
+    }
+    if (s->use_msix && (!ivshmem_uses_intx(s) || msix_enabled(pdev))) {
+        if (vector < s->vectors) {
+            msix_notify(pdev, vector);
+        }
+    } else if (ivshmem_uses_intx(s)) {
+        s->intr_status |= IVSHMEM_INTR_PRESENCE;
+        ivshmem_update_intx(s);
+    }
+}
+
+/* Something in the window changed: count it, latch it, maybe interrupt. */
+static void ivshmem_presence_note(IvshmemState *s, uint32_t event)
+{
+    bool was_clear = !s->pr_event_status;
+
+    if (!s->presence) {
+        return;
+    }
+    s->pr_generation++;
+    s->pr_event_status |= event;
+    if (event & R_PR_EVENT_STATUS_PEERS_MASK) {
+        g_clear_pointer(&s->pr_table, g_array_unref);
+    }
+    if (was_clear && s->pr_bh) {
+        qemu_bh_schedule(s->pr_bh);
+    }
+}
+
+static uint32_t ivshmem_presence_state(IvshmemState *s)
+{
+    switch (s->session) {
+    case IVSHMEM_SESSION_LIVE:
+        return R_PR_STATE_CONNECTED_MASK;
+    case IVSHMEM_SESSION_CLOSED:
+    case IVSHMEM_SESSION_JOINING:
+        return R_PR_STATE_RECONNECTING_MASK;
+    case IVSHMEM_SESSION_REFUSED:
+        return R_PR_STATE_REFUSED_MASK;
+    default:
+        return 0;
+    }
+}
+
+/* The other peers, by ID, as entries; rebuilt after a change. */
+static GArray *ivshmem_presence_table(IvshmemState *s)
+{
+    g_autoptr(GArray) ids = NULL;
+    uint32_t entry, id;
+    guint i;
+
+    if (s->pr_table) {
+        return s->pr_table;
+    }
+    s->pr_table = g_array_new(false, false, sizeof(uint32_t));
+    ids = ivshmem_proto_peer_ids(&s->proto);
+    for (i = 0; i < ids->len; i++) {
+        id = g_array_index(ids, uint32_t, i);
+        if (id == s->proto.own_id) {
+            continue;
+        }
+        entry = FIELD_DP32(0, PR_ENTRY, PEER, id);
+        entry = FIELD_DP32(entry, PR_ENTRY, VECTORS,
+                           ivshmem_proto_peer_vectors(&s->proto, id));
+        entry = FIELD_DP32(entry, PR_ENTRY, VALID, 1);
+        g_array_append_val(s->pr_table, entry);
+    }
+    return s->pr_table;
+}
+
+static uint32_t ivshmem_presence_read(IvshmemState *s, hwaddr addr)
+{
+    GArray *table;
+    uint64_t index;
+
+    switch (addr) {
+    case A_PR_STATE:
+        return ivshmem_presence_state(s);
+    case A_PR_OWN_VECTORS:
+        return ivshmem_proto_peer_vectors(&s->proto, s->proto.own_id);
+    case A_PR_GENERATION:
+        return s->pr_generation;
+    case A_PR_PEER_COUNT:
+        return ivshmem_presence_table(s)->len;
+    case A_PR_EVENT_STATUS:
+        return s->pr_event_status;
+    case A_PR_EVENT_CONTROL:
+        return s->pr_event_control;
+    case A_PR_PAGE_SELECT:
+        return s->pr_page;
+    case A_PR_PAGE_SIZE:
+        return IVSHMEM_PR_PAGE_SIZE;
+    }
+    if (addr < A_PR_ENTRY) {
+        return 0;               /* reserved */
+    }
+    table = ivshmem_presence_table(s);
+    index = (uint64_t)s->pr_page * IVSHMEM_PR_PAGE_SIZE +
+            (addr - A_PR_ENTRY) / 4;
+    return index < table->len ? g_array_index(table, uint32_t, index) : 0;
+}
+
+static void ivshmem_presence_write(IvshmemState *s, hwaddr addr,
+                                   uint32_t value)
+{
+    uint32_t vector;
+
+    switch (addr) {
+    case A_PR_EVENT_STATUS:
+        s->pr_event_status &= ~value;
+        break;
+    case A_PR_EVENT_CONTROL:
+        s->pr_event_control = value & IVSHMEM_PR_CONTROL;
+        vector = FIELD_EX32(value, PR_EVENT_CONTROL, VECTOR);
+        if (FIELD_EX32(value, PR_EVENT_CONTROL, ENABLE) && s->use_msix &&
+            vector >= s->vectors) {
+            ivshmem_guest_error(s, "presence EventControl names vector %u, "
+                                "the device has %u", vector, s->vectors);
+        }
+        if (s->pr_event_status) {
+            qemu_bh_schedule(s->pr_bh);
+        }
+        break;
+    case A_PR_PAGE_SELECT:
+        s->pr_page = value;
+        break;
+    default:
+        ivshmem_guest_error(s, "write to read-only presence register 0x%"
+                            HWADDR_PRIx " ignored", addr);
+        break;
+    }
+}
+
+static bool ivshmem_presence_realize(IvshmemState *s, Error **errp)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    int pos;
+
+    if (!s->presence) {
+        return true;
+    }
+    pos = pci_add_capability(pdev, PCI_CAP_ID_VNDR, 0, IVSHMEM_PR_CAP_SIZE,
+                             errp);
+    if (pos < 0) {
+        return false;
+    }
+    pdev->config[pos + PCI_CAP_FLAGS] = IVSHMEM_PR_CAP_SIZE;
+    pdev->config[pos + 3] = IVSHMEM_PR_CAP_TYPE;
+    pdev->config[pos + 4] = IVSHMEM_PR_VERSION;
+    pdev->config[pos + 5] = IVSHMEM_REG_BAR;
+    pci_set_long(pdev->config + pos + 8, IVSHMEM_PR_WINDOW);
+    pci_set_long(pdev->config + pos + 12,
+                 IVSHMEM_REG_BAR_SIZE - IVSHMEM_PR_WINDOW);
+    s->pr_bh = qemu_bh_new_guarded(ivshmem_presence_irq, s,
+                                   &DEVICE(s)->mem_reentrancy_guard);
+    return true;
+}
+
+static void ivshmem_presence_teardown(IvshmemState *s)
+{
+    g_clear_pointer(&s->pr_bh, qemu_bh_delete);
+    g_clear_pointer(&s->pr_table, g_array_unref);
+}
+
+static void ivshmem_presence_reset(IvshmemState *s)
+{
+    s->pr_event_status = 0;
+    s->pr_event_control = 0;
+    s->pr_page = 0;
+}
+
+static bool ivshmem_presence_needed(void *opaque)
+{
+    return ((IvshmemState *)opaque)->presence;
+}
+
+static const char *ivshmem_id(IvshmemState *s);
+
+static int ivshmem_presence_pre_save(void *opaque)
+{
+    IvshmemState *s = opaque;
+
+    s->pr_generation_in = s->pr_generation;
+    return 0;
+}
+
+static int ivshmem_presence_pre_load(void *opaque)
+{
+    IvshmemState *s = opaque;
+
+    if (!s->presence) {
+        error_report("ivshmem '%s': the incoming state has peer presence, "
+                     "start the destination with presence=on",
+                     ivshmem_id(s));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The destination has its own session: count on, tell the guest. */
+static int ivshmem_presence_post_load(void *opaque, int version_id)
+{
+    IvshmemState *s = opaque;
+
+    s->pr_generation += s->pr_generation_in + 1;
+    s->pr_event_status = IVSHMEM_PR_EVENTS;
+    s->pr_event_control &= IVSHMEM_PR_CONTROL;
+    g_clear_pointer(&s->pr_table, g_array_unref);
+    qemu_bh_schedule(s->pr_bh);
+    return 0;
+}
+
+#define IVSHMEM_PRESENCE_SECTION(type) {                                \
+        .name = type "/presence",                                       \
+        .version_id = 1,                                                \
+        .minimum_version_id = 1,                                        \
+        .needed = ivshmem_presence_needed,                              \
+        .pre_save = ivshmem_presence_pre_save,                          \
+        .pre_load = ivshmem_presence_pre_load,                          \
+        .post_load = ivshmem_presence_post_load,                        \
+        .fields = ivshmem_presence_fields,                              \
+    }
+
+static const VMStateField ivshmem_presence_fields[] = {
+    VMSTATE_UINT32(pr_event_control, IvshmemState),
+    VMSTATE_UINT32(pr_event_status, IvshmemState),
+    VMSTATE_UINT32(pr_page, IvshmemState),
+    VMSTATE_UINT32(pr_generation_in, IvshmemState),
+    VMSTATE_END_OF_LIST()
+};
+
+static const VMStateDescription ivshmem_doorbell_presence_vmstate =
+    IVSHMEM_PRESENCE_SECTION(TYPE_IVSHMEM_DOORBELL);
+static const VMStateDescription ivshmem_legacy_presence_vmstate =
+    IVSHMEM_PRESENCE_SECTION(TYPE_IVSHMEM);
+
+/*
+ * Subsections of each device's section, named after its field list
+ * (IVSHMEM_SECTION): a subsection's name starts with its section's.
+ */
+#define ivshmem_plain_fields_subsections NULL    /* as 10.0.2: none */
+static const VMStateDescription *const
+ivshmem_doorbell_fields_subsections[] = {
+    &ivshmem_doorbell_presence_vmstate,
+    NULL
+};
+static const VMStateDescription *const ivshmem_legacy_fields_subsections[] = {
+    &ivshmem_legacy_presence_vmstate,
+    NULL
+};
+
+static const char *const ivshmem_descr_presence =
+    "on: a vendor-specific capability and BAR0 registers tell the guest "
+    "which peers are present and interrupt it when that changes "
+    "(docs/specs/ivshmem-spec.rst); off: the 10.0.2 interface";
+
 static uint64_t ivshmem_reg_read(void *opaque, hwaddr addr, unsigned size)
 {
     IvshmemState *s = opaque;
@@ -650,6 +960,9 @@ static uint64_t ivshmem_reg_read(void *opaque, hwaddr addr, unsigned size)
         ivshmem_guest_error(s, "Doorbell is write-only");
         break;
     default:
+        if (s->presence && addr >= IVSHMEM_PR_WINDOW) {
+            value = ivshmem_presence_read(s, addr);
+        }
         break;                  /* reserved */
     }
     trace_ivshmem_reg_read(addr, value);
@@ -684,6 +997,9 @@ static void ivshmem_reg_write(void *opaque, hwaddr addr, uint64_t data,
         ivshmem_ring(s, value);
         break;
     default:
+        if (s->presence && addr >= IVSHMEM_PR_WINDOW) {
+            ivshmem_presence_write(s, addr, value);
+        }
         break;                  /* reserved */
     }
 }
@@ -1434,6 +1750,8 @@ static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
         }
         trace_ivshmem_peer_vector_add(a->peer, a->vector, a->own);
         ivshmem_wire_vector(s, a->peer, a->vector, a->fd, a->own);
+        ivshmem_presence_note(s, a->own ? R_PR_EVENT_STATUS_STATE_MASK :
+                                          R_PR_EVENT_STATUS_PEERS_MASK);
         return true;
     case IVSHMEM_ACTION_DEL_VECTOR:
         trace_ivshmem_peer_vector_del(a->peer, a->vector, a->own);
@@ -1443,6 +1761,8 @@ static bool ivshmem_server_action(void *opaque, const IvshmemAction *a,
             ivshmem_doorbell_route_del(s, a->peer, a->vector);
             ivshmem_bell_forget(s, a->peer, a->vector);
         }
+        ivshmem_presence_note(s, a->own ? R_PR_EVENT_STATUS_STATE_MASK :
+                                          R_PR_EVENT_STATUS_PEERS_MASK);
         return true;
     }
     g_assert_not_reached();
@@ -1644,6 +1964,7 @@ static void ivshmem_next_refuse(IvshmemState *s, Error *err)
     error_report_err(err);
     ivshmem_next_free(s);
     s->session = IVSHMEM_SESSION_REFUSED;
+    ivshmem_presence_note(s, R_PR_EVENT_STATUS_STATE_MASK);
     trace_ivshmem_reconnect_refused(s->proto.own_id);
 }
 
@@ -1676,6 +1997,7 @@ static void ivshmem_next_adopt(IvshmemState *s)
     s->proto.action = ivshmem_server_action;
     s->session = IVSHMEM_SESSION_LIVE;
     ivshmem_wire_table(s);
+    ivshmem_presence_note(s, IVSHMEM_PR_EVENTS);
     trace_ivshmem_reconnect_adopted(old_id, s->proto.own_id,
                                     ivshmem_proto_peer_vectors(&s->proto,
                                                         s->proto.own_id));
@@ -1869,6 +2191,7 @@ static void ivshmem_server_event(void *opaque, QEMUChrEvent event)
         ivshmem_next_free(s);
         ivshmem_msg_reset(s);
         s->session = IVSHMEM_SESSION_CLOSED;
+        ivshmem_presence_note(s, R_PR_EVENT_STATUS_STATE_MASK);
     } else if (event == CHR_EVENT_OPENED &&
                s->session == IVSHMEM_SESSION_CLOSED) {
         ivshmem_msg_reset(s);
@@ -1970,6 +2293,7 @@ static void ivshmem_teardown(IvshmemState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
 
+    ivshmem_presence_teardown(s);
     qemu_chr_fe_set_handlers(&s->server, NULL, NULL, NULL, NULL, NULL, NULL,
                              false);
     ivshmem_bells_stop(s);
@@ -2045,6 +2369,11 @@ static bool ivshmem_parse_legacy(IvshmemState *s, Error **errp)
         s->size = IVSHMEM_DEFAULT_SIZE;
     }
     s->use_msix = has_chr && s->msi;
+    if (s->presence && !has_chr) {
+        error_setg(errp, "property 'presence' needs a server: use "
+                   "'chardev' instead of 'shm', or presence=off");
+        return false;
+    }
     return true;
 }
 
@@ -2144,6 +2473,9 @@ static void ivshmem_realize(PCIDevice *pdev, Error **errp)
     if (s->use_msix && !ivshmem_init_msix(s, errp)) {
         goto fail;
     }
+    if (!ivshmem_presence_realize(s, errp)) {
+        goto fail;
+    }
     if (s->kind == IVSHMEM_KIND_PLAIN) {
         if (!ivshmem_take_memdev(s, errp)) {
             goto fail;
@@ -2199,6 +2531,7 @@ static void ivshmem_reset_enter(Object *obj, ResetType type)
 
     s->intr_mask = 0;
     s->intr_status = 0;
+    ivshmem_presence_reset(s);
 }
 
 static void ivshmem_reset_hold(Object *obj, ResetType type)
@@ -2270,6 +2603,7 @@ static const VMStateField ivshmem_legacy_fields[] = {
         .pre_load = ivshmem_pre_load,                                   \
         .post_load = ivshmem_post_load,                                 \
         .fields = (field_list),                                         \
+        .subsections = field_list##_subsections,                       \
     }
 
 static const VMStateDescription ivshmem_plain_vmstate =
@@ -2364,6 +2698,7 @@ static const Property ivshmem_doorbell_properties[] = {
                        IVSHMEM_IOEVENTFD_BUDGET),
     DEFINE_PROP_ON_OFF_AUTO("master", IvshmemState, master_opt,
                             ON_OFF_AUTO_OFF),
+    DEFINE_PROP_BOOL("presence", IvshmemState, presence, false),
 };
 
 static void ivshmem_doorbell_init(Object *obj)
@@ -2390,6 +2725,8 @@ static void ivshmem_doorbell_class_init(ObjectClass *oc, void *data)
                                           ivshmem_descr_ioeventfd_budget);
     object_class_property_set_description(oc, "master",
                                           ivshmem_descr_doorbell_master);
+    object_class_property_set_description(oc, "presence",
+                                          ivshmem_descr_presence);
 }
 
 /* ivshmem: the original interface, still generated by libvirt */
@@ -2404,6 +2741,7 @@ static const Property ivshmem_legacy_properties[] = {
     DEFINE_PROP_UINT32("x-ioeventfd-budget", IvshmemState, ioeventfd_budget,
                        IVSHMEM_IOEVENTFD_BUDGET),
     DEFINE_PROP_STRING("role", IvshmemState, role),
+    DEFINE_PROP_BOOL("presence", IvshmemState, presence, false),
 };
 
 static void ivshmem_legacy_init(Object *obj)
@@ -2441,6 +2779,8 @@ static void ivshmem_legacy_class_init(ObjectClass *oc, void *data)
     object_class_property_set_description(oc, "role",
         "master: this peer owns the shared memory and migrates it; "
         "peer: migration is blocked while the device is present");
+    object_class_property_set_description(oc, "presence",
+                                          ivshmem_descr_presence);
 }
 
 static const TypeInfo ivshmem_types[] = {

@@ -4311,6 +4311,561 @@ static void register_isolation_tests(void)
                    test_isolation_bogus_fd_no_proc);
 }
 
+/*
+ * Peer presence (presence=on, docs/specs/ivshmem-spec.rst): the
+ * capability, the registers and the paged peer table with many peers
+ * joining and leaving, the interrupt on change, reset, the server going
+ * away, INTx, and migration with and without it.
+ */
+
+#define PR_STATE            0x40
+#define PR_OWN_VECTORS      0x44
+#define PR_GENERATION       0x48
+#define PR_PEER_COUNT       0x4c
+#define PR_EVENT_STATUS     0x50
+#define PR_EVENT_CONTROL    0x54
+#define PR_PAGE_SELECT      0x58
+#define PR_PAGE_SIZE        0x5c
+#define PR_ENTRY            0x80
+#define PR_PAGE             32
+#define PR_CONNECTED        1
+#define PR_RECONNECTING     2
+#define PR_EV_PEERS         1
+#define PR_EV_STATE         2
+#define PR_ENABLE(vector)   ((uint32_t)(vector) << 16 | 1)
+
+/* A server whose traffic the test scripts: setup in a thread, then live. */
+typedef struct PrServer {
+    char *path;
+    int listen_fd;
+    int conn;
+    int efd;                    /* the eventfd sent for every vector */
+    int own_id;
+    int own_vectors;
+    int vecs[65536];            /* what the server sent, 0: absent */
+    GThread *thread;
+} PrServer;
+
+static void pr_send_peer(PrServer *ps, int id, int nvec)
+{
+    int v;
+
+    for (v = 0; v < nvec; v++) {
+        send_msg(ps->conn, id, ps->efd);
+    }
+}
+
+static gpointer pr_setup_thread(gpointer opaque)
+{
+    PrServer *ps = opaque;
+    struct pollfd pfd = { .fd = ps->listen_fd, .events = POLLIN };
+    int shm, id;
+
+    if (poll(&pfd, 1, 10000) != 1) {
+        return NULL;
+    }
+    ps->conn = accept4(ps->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    g_assert_cmpint(ps->conn, >=, 0);
+    send_msg(ps->conn, IVSHMEM_PROTOCOL_VERSION, -1);
+    send_msg(ps->conn, ps->own_id, -1);
+    shm = make_memfd(1 * MiB);
+    send_msg(ps->conn, IVSHMEM_MSG_SHM, shm);
+    close(shm);
+    for (id = 0; id < 65536; id++) {
+        pr_send_peer(ps, id, ps->vecs[id]);
+    }
+    pr_send_peer(ps, ps->own_id, ps->own_vectors);
+    return NULL;
+}
+
+/* @npeers peers with IDs 2 + 3 i and 1 or 2 vectors; own ID 1500 */
+static PrServer *pr_server_start(int npeers, int own_vectors)
+{
+    PrServer *ps = g_new0(PrServer, 1);
+    struct rlimit rl;
+    int i;
+
+    g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &rl), ==, 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < npeers * 2 + 512) {
+        g_free(ps);
+        return NULL;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &rl), ==, 0);
+    ps->path = tmp_path("presence.sock");
+    ps->listen_fd = listen_unix(ps->path);
+    ps->conn = -1;
+    ps->efd = make_eventfd();
+    ps->own_id = 1500;
+    ps->own_vectors = own_vectors;
+    for (i = 0; i < npeers; i++) {
+        g_assert_cmpint(2 + 3 * i, !=, ps->own_id);
+        ps->vecs[2 + 3 * i] = 1 + i % 2;
+    }
+    ps->thread = g_thread_new("presence-server", pr_setup_thread, ps);
+    return ps;
+}
+
+static void pr_setup_done(PrServer *ps)
+{
+    g_thread_join(ps->thread);
+    g_assert_cmpint(ps->conn, >=, 0);
+}
+
+static void pr_join(PrServer *ps, int id, int nvec)
+{
+    g_assert_cmpint(ps->vecs[id], ==, 0);
+    ps->vecs[id] = nvec;
+    pr_send_peer(ps, id, nvec);
+}
+
+static void pr_leave(PrServer *ps, int id)
+{
+    g_assert_cmpint(ps->vecs[id], >, 0);
+    ps->vecs[id] = 0;
+    send_msg(ps->conn, id, -1);
+}
+
+static void pr_server_stop(PrServer *ps)
+{
+    if (ps->conn >= 0) {
+        close(ps->conn);
+    }
+    close(ps->efd);
+    close(ps->listen_fd);
+    unlink(ps->path);
+    g_free(ps->path);
+    g_free(ps);
+}
+
+/* Wait until Generation reads @gen (the device applied every change). */
+static void pr_wait_generation(Guest *g, uint32_t gen)
+{
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+    while (reg_read(g, PR_GENERATION) != gen) {
+        if (g_get_monotonic_time() > end) {
+            g_test_message("Generation %u, expected %u",
+                           reg_read(g, PR_GENERATION), gen);
+            g_assert_not_reached();
+        }
+        g_usleep(1000);
+    }
+}
+
+/* The whole table, page by page, against what the server sent. */
+static void pr_check_table(Guest *g, PrServer *ps, int max_vectors)
+{
+    uint32_t count = reg_read(g, PR_PEER_COUNT);
+    uint32_t pages = (count + PR_PAGE - 1) / PR_PAGE;
+    uint32_t expected = 0, idx = 0, page, i, entry;
+    int id = 0;
+
+    for (id = 0; id < 65536; id++) {
+        expected += ps->vecs[id] > 0;
+    }
+    g_assert_cmpuint(count, ==, expected);
+    id = 0;
+    for (page = 0; page <= pages; page++) {      /* one page past the end */
+        reg_write(g, PR_PAGE_SELECT, page);
+        g_assert_cmpuint(reg_read(g, PR_PAGE_SELECT), ==, page);
+        for (i = 0; i < PR_PAGE; i++, idx++) {
+            entry = reg_read(g, PR_ENTRY + 4 * i);
+            if (idx >= count) {
+                g_assert_cmphex(entry, ==, 0);
+                continue;
+            }
+            while (!ps->vecs[id]) {
+                id++;
+            }
+            g_assert_cmphex(entry, ==, 1u << 31 |
+                            (uint32_t)MIN(ps->vecs[id], max_vectors) << 16 |
+                            id);
+            id++;
+        }
+    }
+}
+
+static uint8_t pr_find_cap(Guest *g)
+{
+    uint8_t pos = qpci_find_capability(g->dev, PCI_CAP_ID_VNDR, 0);
+
+    while (pos && qpci_config_readb(g->dev, pos + 3) != 0x01) {
+        pos = qpci_find_capability(g->dev, PCI_CAP_ID_VNDR, pos);
+    }
+    return pos;
+}
+
+static void test_presence_registers(void)
+{
+    const int npeers = 1000;
+    PrServer *ps = pr_server_start(npeers, 2);
+    Guest *g;
+    uint32_t gen;
+    uint8_t cap;
+    int i, sum;
+
+    if (!ps) {
+        g_test_skip("RLIMIT_NOFILE too low for this many peers");
+        return;
+    }
+    /* vectors=3 against a server's 2: vector 2 is for presence alone */
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem-doorbell,chardev=c,vectors=3,presence=on,"
+                    "addr=%d", ps->path, SLOT);
+    pr_setup_done(ps);
+
+    /* the capability locates the window in BAR0; MSI-X is still there */
+    cap = pr_find_cap(g);
+    g_assert_cmpuint(cap, !=, 0);
+    g_assert_cmphex(qpci_config_readb(g->dev, cap + 2), ==, 0x10);
+    g_assert_cmphex(qpci_config_readb(g->dev, cap + 4), ==, 0x01);
+    g_assert_cmphex(qpci_config_readb(g->dev, cap + 5), ==, 0);
+    g_assert_cmphex(qpci_config_readw(g->dev, cap + 6), ==, 0);
+    g_assert_cmphex(qpci_config_readl(g->dev, cap + 8), ==, 0x40);
+    g_assert_cmphex(qpci_config_readl(g->dev, cap + 12), ==, 0xc0);
+    g_assert_cmpuint(qpci_find_capability(g->dev, PCI_CAP_ID_MSIX, 0), !=, 0);
+    qpci_config_writel(g->dev, cap + 8, 0);                 /* read-only */
+    g_assert_cmphex(qpci_config_readl(g->dev, cap + 8), ==, 0x40);
+
+    /* after setup: connected, own vectors, the table, no event */
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 1500);
+    g_assert_cmphex(reg_read(g, PR_STATE), ==, PR_CONNECTED);
+    g_assert_cmpuint(reg_read(g, PR_OWN_VECTORS), ==, 2);
+    g_assert_cmpuint(reg_read(g, PR_PAGE_SIZE), ==, PR_PAGE);
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==, 0);
+    g_assert_cmphex(reg_read(g, PR_EVENT_CONTROL), ==, 0);
+    g_assert_cmphex(reg_read(g, 0x60), ==, 0);              /* reserved */
+    pr_check_table(g, ps, 3);
+    gen = reg_read(g, PR_GENERATION);
+    reg_write(g, PR_GENERATION, 0);                         /* read-only */
+    g_assert_cmpuint(reg_read(g, PR_GENERATION), ==, gen);
+
+    /* enabling with nothing latched sends nothing */
+    msix_program(g, 2, false);
+    msix_program(g, 0, false);
+    reg_write(g, PR_EVENT_CONTROL, 0xfff0 | PR_ENABLE(2));
+    g_assert_cmphex(reg_read(g, PR_EVENT_CONTROL), ==, PR_ENABLE(2));
+    g_assert_false(wait_msi_ms(g, 2, 100));
+
+    /* a join: one change per vector (capped at 3), one interrupt */
+    pr_join(ps, 0, 4);
+    gen += 3;
+    pr_wait_generation(g, gen);
+    g_assert_true(wait_msi(g, 2));
+    g_assert_false(msi_fired(g, 0));
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==, PR_EV_PEERS);
+    pr_check_table(g, ps, 3);
+
+    /* latched: a further join is counted but not signalled */
+    pr_join(ps, 65535, 1);
+    pr_wait_generation(g, ++gen);
+    g_assert_false(wait_msi_ms(g, 2, 200));
+    reg_write(g, PR_EVENT_STATUS, PR_EV_STATE);             /* not set */
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==, PR_EV_PEERS);
+    reg_write(g, PR_EVENT_STATUS, PR_EV_PEERS);             /* W1C */
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==, 0);
+
+    /* half of them leave at once: one interrupt, the table follows */
+    sum = 0;
+    for (i = 0; i < npeers; i += 2) {
+        sum += ps->vecs[2 + 3 * i];
+        pr_leave(ps, 2 + 3 * i);
+    }
+    gen += sum;
+    pr_wait_generation(g, gen);
+    g_assert_true(wait_msi(g, 2));
+    g_assert_false(wait_msi_ms(g, 2, 100));
+    pr_check_table(g, ps, 3);
+    g_assert_cmpuint(reg_read(g, PR_PEER_COUNT), ==, npeers / 2 + 2);
+
+    /* reset: events and selection cleared, connection state kept */
+    reg_write(g, PR_PAGE_SELECT, 7);
+    qtest_qmp_assert_success(g->qts, "{'execute': 'system_reset'}");
+    qtest_qmp_eventwait(g->qts, "RESET");
+    guest_detach(g);
+    guest_attach(g, g->qts, SLOT);
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==, 0);
+    g_assert_cmphex(reg_read(g, PR_EVENT_CONTROL), ==, 0);
+    g_assert_cmphex(reg_read(g, PR_PAGE_SELECT), ==, 0);
+    g_assert_cmpuint(reg_read(g, PR_GENERATION), ==, gen);
+    g_assert_cmphex(reg_read(g, PR_STATE), ==, PR_CONNECTED);
+    pr_check_table(g, ps, 3);
+
+    /* the server goes away: RECONNECTING, table retained, interrupt */
+    msix_program(g, 1, false);
+    reg_write(g, PR_EVENT_CONTROL, PR_ENABLE(1));
+    close(ps->conn);
+    ps->conn = -1;
+    pr_wait_generation(g, ++gen);
+    g_assert_true(wait_msi(g, 1));
+    g_assert_cmphex(reg_read(g, PR_STATE), ==, PR_RECONNECTING);
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==, PR_EV_STATE);
+    g_assert_cmpuint(reg_read(g, PR_OWN_VECTORS), ==, 2);
+    pr_check_table(g, ps, 3);
+
+    guest_destroy(g);
+    pr_server_stop(ps);
+}
+
+/* Wait until PresenceState reads @state. */
+static void pr_wait_state(Guest *g, uint32_t state)
+{
+    gint64 end = g_get_monotonic_time() + WAIT_MS * 1000;
+
+    while (reg_read(g, PR_STATE) != state) {
+        if (g_get_monotonic_time() > end) {
+            g_test_message("PresenceState 0x%x, expected 0x%x",
+                           reg_read(g, PR_STATE), state);
+            g_assert_not_reached();
+        }
+        g_usleep(1000);
+    }
+}
+
+/* Exactly the peers @ids (one vector each) on page 0, nothing after. */
+static void pr_check_ids(Guest *g, const int *ids, int n)
+{
+    int i;
+
+    g_assert_cmpuint(reg_read(g, PR_PEER_COUNT), ==, n);
+    reg_write(g, PR_PAGE_SELECT, 0);
+    for (i = 0; i < n; i++) {
+        g_assert_cmphex(reg_read(g, PR_ENTRY + 4 * i), ==,
+                        1u << 31 | 1 << 16 | ids[i]);
+    }
+    g_assert_cmphex(reg_read(g, PR_ENTRY + 4 * n), ==, 0);
+}
+
+/*
+ * The server restarts: RECONNECTING with the old table while it is gone,
+ * REFUSED (old table) for a restarted server on other memory, then the
+ * new session's table and ID at once on the same memory; an interrupt
+ * for each step.
+ */
+static void test_presence_reconnect(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 2);
+    g_autofree char *path = g_strdup(srv->path);
+    int shm = dup(srv->shm_fd), other = make_memfd(1 * MiB);
+    const int old_ids[] = { 2 }, new_ids[] = { 4, 5 };
+    Guest *g;
+
+    g_assert_cmpint(server_join(srv, -1), ==, 2);
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s,"
+                    "reconnect-ms=100 -device ivshmem-doorbell,chardev=c,"
+                    "vectors=2,presence=on,addr=%d", srv->path, SLOT);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 3);
+    g_assert_cmphex(reg_read(g, PR_STATE), ==, PR_CONNECTED);
+    g_assert_cmpuint(reg_read(g, PR_OWN_VECTORS), ==, 1);
+    pr_check_ids(g, old_ids, 1);
+    msix_program(g, 1, false);
+    reg_write(g, PR_EVENT_CONTROL, PR_ENABLE(1));
+
+    /* gone: the table is retained */
+    server_crash(srv);
+    pr_wait_state(g, PR_RECONNECTING);
+    g_assert_true(wait_msi(g, 1));
+    pr_check_ids(g, old_ids, 1);
+    reg_write(g, PR_EVENT_STATUS, reg_read(g, PR_EVENT_STATUS));
+
+    /* back on other memory: refused, table retained */
+    srv = server_start_at(path, other, 1 * MiB, 1, 4, 2);
+    pr_wait_state(g, 4);
+    g_assert_true(wait_msi(g, 1));
+    pr_check_ids(g, old_ids, 1);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 3);
+    reg_write(g, PR_EVENT_STATUS, reg_read(g, PR_EVENT_STATUS));
+    server_crash(srv);
+    pr_wait_state(g, PR_RECONNECTING);
+    g_assert_true(wait_msi(g, 1));
+    reg_write(g, PR_EVENT_STATUS, reg_read(g, PR_EVENT_STATUS));
+
+    /* back on the same memory: the new session's peers, ID and vectors */
+    srv = server_start_at(path, shm, 1 * MiB, 1, 4, 2);
+    g_assert_true(wait_position(g, 6));
+    g_assert_cmphex(reg_read(g, PR_STATE), ==, PR_CONNECTED);
+    g_assert_true(wait_msi(g, 1));
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==,
+                    PR_EV_PEERS | PR_EV_STATE);
+    g_assert_cmpuint(reg_read(g, PR_OWN_VECTORS), ==, 1);
+    pr_check_ids(g, new_ids, 2);
+
+    guest_destroy(g);
+    server_stop(srv);
+    close(shm);
+    close(other);
+}
+
+/* Without presence=on nothing of it shows; where it cannot be, refused */
+static void test_presence_off(void)
+{
+    PrServer *ps = pr_server_start(4, 1);
+    g_autofree char *shm = shm_name("pr-off");
+    g_autofree char *args = g_strdup_printf("-device ivshmem,shm=%s,"
+                                            "presence=on", shm);
+    Guest *g;
+    uint64_t off;
+
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem-doorbell,chardev=c,vectors=2,addr=%d",
+                    ps->path, SLOT);
+    pr_setup_done(ps);
+    g_assert_cmpuint(qpci_find_capability(g->dev, PCI_CAP_ID_VNDR, 0), ==, 0);
+    reg_write(g, PR_EVENT_CONTROL, PR_ENABLE(0));
+    reg_write(g, PR_PAGE_SELECT, 1);
+    pr_join(ps, 0, 1);
+    g_usleep(100 * 1000);
+    for (off = 0x10; off < 0x100; off += 4) {
+        g_assert_cmphex(reg_read(g, off), ==, 0);
+    }
+    guest_destroy(g);
+    pr_server_stop(ps);
+
+    expect_start_failure(args, "property 'presence' needs a server");
+    g_assert_false(shm_exists(shm));
+    expect_start_failure("-object memory-backend-ram,id=m,size=1M "
+                         "-device ivshmem-plain,memdev=m,presence=on",
+                         "presence");
+}
+
+/* The legacy device without MSI-X: IntrStatus bit 1 and INTx */
+static void test_presence_intx(void)
+{
+    PrServer *ps = pr_server_start(2, 1);
+    Guest *g;
+    uint32_t gen;
+
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s -device "
+                    "ivshmem,chardev=c,msi=off,presence=on,addr=%d",
+                    ps->path, SLOT);
+    pr_setup_done(ps);
+    intx_route(g);
+    g_assert_cmpuint(pr_find_cap(g), !=, 0);
+    g_assert_cmpuint(reg_read(g, PR_PEER_COUNT), ==, 2);
+    gen = reg_read(g, PR_GENERATION);
+    reg_write(g, REG_INTR_MASK, 2);
+    reg_write(g, PR_EVENT_CONTROL, 1);
+    pr_leave(ps, 2);
+    pr_wait_generation(g, gen + 1);
+    g_assert_true(intx_wait(g, true, WAIT_MS));
+    g_assert_cmphex(reg_read(g, REG_INTR_STATUS), ==, 2);  /* read clears */
+    g_assert_true(intx_wait(g, false, WAIT_MS));
+    g_assert_cmphex(reg_read(g, PR_EVENT_STATUS), ==, PR_EV_PEERS);
+    g_assert_cmpuint(reg_read(g, PR_PEER_COUNT), ==, 1);
+    guest_destroy(g);
+    pr_server_stop(ps);
+}
+
+/* A doorbell master with presence=on migrates to one with presence=on. */
+static void test_presence_migrate(void)
+{
+    FakeServer *srv_src = server_start(1 * MiB, 2, 0);
+    FakeServer *srv_dst = server_start(1 * MiB, 2, 0);
+    int local_dst = server_join(srv_dst, -1);
+    g_autofree char *sock = tmp_path("mig-pr.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    Guest *src = doorbell_guest(srv_src, SLOT, ",master=on,presence=on");
+    Guest *dst = g_new0(Guest, 1);
+    uint32_t gen_src, gen_dst;
+
+    dst->qts = qtest_initf("-M pc -chardev socket,id=c,path=%s "
+                           "-device ivshmem-doorbell,chardev=c,vectors=2,"
+                           "master=on,presence=on,addr=%d -incoming %s",
+                           srv_dst->path, SLOT, uri);
+    /* the destination's setup: its peer's 2 vectors and its own 2 */
+    gen_dst = 4;
+    msix_program(src, 1, false);
+    reg_write(src, PR_EVENT_CONTROL, PR_ENABLE(1));
+    reg_write(src, PR_PAGE_SELECT, 3);
+    gen_src = reg_read(src, PR_GENERATION);
+    g_assert_cmpuint(reg_read(src, PR_PEER_COUNT), ==, 0);
+
+    qtest_qmp_assert_success(src->qts, "{'execute': 'migrate', "
+                             "'arguments': {'uri': %s}}", uri);
+    wait_migration_done(src->qts);
+    qtest_qmp_eventwait(dst->qts, "RESUME");
+    guest_attach(dst, dst->qts, SLOT);
+    g_assert_true(wait_msi(dst, 1));                /* told once */
+    g_assert_false(wait_msi_ms(dst, 1, 100));
+    g_assert_cmphex(reg_read(dst, PR_EVENT_CONTROL), ==, PR_ENABLE(1));
+    g_assert_cmphex(reg_read(dst, PR_PAGE_SELECT), ==, 3);
+    g_assert_cmphex(reg_read(dst, PR_EVENT_STATUS), ==,
+                    PR_EV_PEERS | PR_EV_STATE);
+    g_assert_cmpuint(reg_read(dst, PR_GENERATION), ==, gen_src + gen_dst + 1);
+    g_assert_cmphex(reg_read(dst, PR_STATE), ==, PR_CONNECTED);
+    /* the destination's own session: its server's peer */
+    g_assert_cmpuint(reg_read(dst, PR_PEER_COUNT), ==, 1);
+    reg_write(dst, PR_PAGE_SELECT, 0);
+    g_assert_cmphex(reg_read(dst, PR_ENTRY), ==, 1u << 31 | 2 << 16 |
+                    local_dst);
+    guest_destroy(src);
+    guest_destroy(dst);
+    server_stop(srv_src);
+    server_stop(srv_dst);
+}
+
+/* presence differs between the ends: the destination refuses, cleanly */
+static void test_presence_migrate_mismatch(gconstpointer opaque)
+{
+    bool src_on = GPOINTER_TO_INT(opaque);
+    FakeServer *srv_src = server_start(1 * MiB, 1, 0);
+    FakeServer *srv_dst = server_start(1 * MiB, 1, 0);
+    g_autofree char *sock = tmp_path("mig-prm.sock");
+    g_autofree char *uri = g_strdup_printf("unix:%s", sock);
+    Guest *src = doorbell_guest(srv_src, SLOT, src_on ?
+                                ",master=on,presence=on" : ",master=on");
+    QTestState *dst;
+    QDict *resp;
+    const char *status;
+    gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+
+    dst = qtest_initf("-M pc -chardev socket,id=c,path=%s -device "
+                      "ivshmem-doorbell,chardev=c,vectors=1,master=on,"
+                      "presence=%s,addr=%d -incoming defer", srv_dst->path,
+                      src_on ? "off" : "on", SLOT);
+    qtest_set_expected_status(dst, 1);
+    /* the return path tells the source that the destination refused */
+    qtest_qmp_assert_success(dst, "{'execute': 'migrate-set-capabilities', "
+                             "'arguments': {'capabilities': [{"
+                             "'capability': 'return-path', 'state': true}]}}");
+    qtest_qmp_assert_success(src->qts, "{'execute': "
+                             "'migrate-set-capabilities', 'arguments': {"
+                             "'capabilities': [{'capability': 'return-path', "
+                             "'state': true}]}}");
+    qtest_qmp_assert_success(dst, "{'execute': 'migrate-incoming', "
+                             "'arguments': {'uri': %s}}", uri);
+    qpci_io_writel(src->dev, src->bar2, 0, 0x600dcafe);
+    qtest_qmp_assert_success(src->qts, "{'execute': 'migrate', "
+                             "'arguments': {'uri': %s}}", uri);
+    for (;;) {
+        resp = qtest_qmp(src->qts, "{'execute': 'query-migrate'}");
+        status = qdict_get_try_str(qdict_get_qdict(resp, "return"),
+                                   "status");
+        g_assert(status);
+        g_assert_cmpstr(status, !=, "completed");
+        if (g_str_equal(status, "failed")) {
+            qobject_unref(resp);
+            break;
+        }
+        qobject_unref(resp);
+        g_assert_cmpint(g_get_monotonic_time(), <, end);
+        g_usleep(20000);
+    }
+    qtest_wait_qemu(dst);
+    qtest_quit(dst);
+    /* the guest runs on at the source, device and memory intact */
+    resp = qtest_qmp(src->qts, "{'execute': 'query-status'}");
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(resp, "return"),
+                                  "status"), ==, "running");
+    qobject_unref(resp);
+    g_assert_cmphex(qpci_io_readl(src->dev, src->bar2, 0), ==, 0x600dcafe);
+    g_assert_cmphex(reg_read(src, PR_STATE), ==, src_on ? PR_CONNECTED : 0);
+    guest_destroy(src);
+    server_stop(srv_src);
+    server_stop(srv_dst);
+}
+
 int main(int argc, char **argv)
 {
     int ret, i;
@@ -4412,6 +4967,17 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/real-server-hugetlbfs",
                    test_real_server_hugetlbfs);
     register_isolation_tests();
+    qtest_add_func("/ivshmem/presence/registers", test_presence_registers);
+    qtest_add_func("/ivshmem/presence/off", test_presence_off);
+    qtest_add_func("/ivshmem/presence/intx", test_presence_intx);
+    qtest_add_func("/ivshmem/presence/reconnect", test_presence_reconnect);
+    qtest_add_func("/ivshmem/presence/migration", test_presence_migrate);
+    qtest_add_data_func("/ivshmem/presence/migration/on-to-off",
+                        GINT_TO_POINTER(true),
+                        test_presence_migrate_mismatch);
+    qtest_add_data_func("/ivshmem/presence/migration/off-to-on",
+                        GINT_TO_POINTER(false),
+                        test_presence_migrate_mismatch);
 
     ret = g_test_run();
     rmdir(tmpdir);
