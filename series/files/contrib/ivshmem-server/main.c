@@ -661,7 +661,7 @@ static bool make_socket_dir(const ServerOptions *o, Error **errp)
 
 /*
  * Bind @sock in a private directory, give it its mode and group there,
- * then rename it onto @path.  The mode and group are set by name inside
+ * listen, then rename it onto @path.  The mode and group are set by name inside
  * a 0700 directory of ours that nobody else can change, so a local user
  * who can write to @path's directory cannot swap the socket for a
  * symlink and have the server chown or chmod another file.
@@ -721,6 +721,11 @@ static bool bind_socket_privately(const ServerOptions *o, int sock,
                          path);
         goto out;
     }
+    /* listening before it appears at @path: no client is ever refused */
+    if (listen(sock, SOMAXCONN) < 0) {
+        error_setg_errno(errp, errno, "-S %s: cannot listen", path);
+        goto out;
+    }
     if (renameat(privfd, "s", dirfd, base) < 0) {
         error_setg_errno(errp, errno, "-S %s: cannot move the socket there",
                          path);
@@ -761,12 +766,6 @@ static int open_listen_socket(const ServerOptions *o, const char *path,
     }
     if (!bind_socket_privately(o, sock, path, errp)) {
         close(sock);
-        return -1;
-    }
-    if (listen(sock, SOMAXCONN) < 0) {
-        error_setg_errno(errp, errno, "-S %s: cannot listen", path);
-        close(sock);
-        unlink(path);
         return -1;
     }
     return sock;
