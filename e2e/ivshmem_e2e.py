@@ -270,12 +270,21 @@ class Guest(Proc):
         self.ctl.write(b'\n$ ' + cmd.encode() + b'\n')
         self.conn.sendall(cmd.encode() + b'\n')
 
-    def start(self, cmd):
-        """Start CMD in the guest; finish() collects its result."""
+    def start(self, cmd, timeout=60):
+        """Start CMD in the guest; finish() collects its result.
+
+        Returns once the guest's shell has started CMD.  Under TCG the
+        guest's serial input can hold the end of a command line until more
+        input arrives, and expect() kicks only the guest it waits on: a
+        command started in guest b while the runner waited on guest a did
+        not run for 45 s, until one newline to b started it at once.  So
+        wait here, kicking this guest, for a marker echoed just before CMD.
+        """
         self.seq += 1
         self.pending = self.seq
-        self.send('%s 2>&1 </dev/null; echo "@@END %d $? @@"'
-                  % (cmd, self.seq))
+        self.send('echo "@@GO %d @@"; %s 2>&1 </dev/null; echo "@@END %d $? @@"'
+                  % (self.seq, cmd, self.seq))
+        self.expect(rb'@@GO %d @@' % self.seq, timeout)
 
     def finish(self, timeout=60):
         out, m = self.expect(rb'@@END %d (\d+) @@' % self.pending, timeout)

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Build the ivshmem test guest: Debian's kernel, busybox, the uio modules,
 # our driver and ivshmem-guest (and the channel library's examples as
-# ivc-pingpong, ivc-stream, ivc-hostguest, ivc-liveness), packed as an
-# initramfs.  Packages are
+# ivc-pingpong, ivc-stream, ivc-hostguest, ivc-liveness, ivc-seq), packed as
+# an initramfs.  Packages are
 # fetched with apt-get download and unpacked with dpkg -x into a cache;
 # nothing is installed system-wide.  The image is cached under a key of
 # all its inputs and rebuilt only when one changes.  Prints the image
@@ -158,7 +158,7 @@ fi
 gcc -static -O2 -Wall -o "$build/ivshmem-guest" \
     "$top/guest/tool/ivshmem-guest.c"
 # The channel library's examples (channel/), for its end-to-end tests.
-for ex in pingpong stream hostguest liveness; do
+for ex in pingpong stream hostguest liveness seq; do
     gcc -static -O2 -Wall -std=gnu11 -D_GNU_SOURCE -I"$top/channel/include" \
         -I"$top/channel/src" -I"$top/guest/driver" -o "$build/ivc-$ex" \
         "$top/channel/examples/$ex.c" "$top/channel/src/channel.c" \

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include "internal.h"
@@ -242,11 +243,10 @@ int ivc_region_set_own_vector(struct ivc_region *r, unsigned vector, int efd)
         return -EINVAL;
     if (r->vec_fd[vector] >= 0)
         close(r->vec_fd[vector]);
+    /* a dup shares the caller's flags: left alone, see read_nowait() */
     r->vec_fd[vector] = fcntl(efd, F_DUPFD_CLOEXEC, 3);
     if (r->vec_fd[vector] < 0)
         return -errno;
-    fcntl(r->vec_fd[vector], F_SETFL,
-          fcntl(r->vec_fd[vector], F_GETFL) | O_NONBLOCK);
     if (r->transport == IVC_TRANSPORT_PLAIN)
         r->transport = IVC_TRANSPORT_LOCAL;
     return 0;
@@ -280,27 +280,55 @@ int ivc_region_vector_fd(struct ivc_region *r, unsigned vector)
     return r->vec_fd[vector];
 }
 
+/*
+ * Read one counter without blocking, whatever the descriptor's flags: 1 if
+ * something was read, 0 if nothing was pending, -errno.
+ *
+ * The flags cannot be relied on.  An eventfd from the server is one file
+ * description shared (SCM_RIGHTS) with the server and with every peer that
+ * rings it, so O_NONBLOCK is shared too, and QEMU's chardev resets every
+ * descriptor it receives to blocking (char-socket.c, "O_NONBLOCK is
+ * preserved across SCM_RIGHTS so reset it"): a guest that learnt of us
+ * after our own fcntl() at join left our drain blocked in read() until the
+ * next ring.  So the library never changes the flags of a descriptor it
+ * did not open, and reads with RWF_NOWAIT, or only after poll() says there
+ * is something where the kernel refuses RWF_NOWAIT.
+ */
+static int read_nowait(int fd, void *buf, size_t len)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    ssize_t n = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+
+    if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+        if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLIN))
+            return 0;
+        n = read(fd, buf, len);
+    }
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+    return n == (ssize_t)len;
+}
+
 int ivc_region_drain(struct ivc_region *r, unsigned vector)
 {
     int fd = ivc_region_vector_fd(r, vector);
+    uint64_t v;
+    int ret = 0;
 
     if (fd < 0)
         return fd;
     if (r->transport == IVC_TRANSPORT_DEVICE) {
-        /* read() blocks when nothing is pending: only after POLLIN */
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        uint32_t n;
+        uint32_t n;     /* the driver returns the events since the last read */
 
-        if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN))
-            if (read(fd, &n, sizeof(n)) < 0)
-                return -errno;
-        return 0;
+        ret = read_nowait(fd, &n, sizeof(n));
+        return ret < 0 ? ret : 0;
     }
-    uint64_t v;
-    for (int i = 0; i < 4; i++)         /* eventfd: one read empties it */
-        if (read(fd, &v, sizeof(v)) != sizeof(v))
-            break;
-    return 0;
+    /* eventfd: one read empties it (more with EFD_SEMAPHORE: bounded) */
+    for (int i = 0; i < 64 && (ret = read_nowait(fd, &v, sizeof(v))) > 0; i++)
+        ;
+    return ret < 0 ? ret : 0;
 }
 
 /* Sleep until own @vector is rung or @timeout_ms passes, then drain it. */
@@ -492,8 +520,7 @@ int ivc_region_connect(const char *path, unsigned vectors, unsigned flags,
             step = 3;
         } else if (val == r->own_id && fd >= 0) {
             if (own_n < vectors) {
-                r->vec_fd[own_n] = fd;
-                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+                r->vec_fd[own_n] = fd;  /* flags untouched: see read_nowait() */
             } else {
                 close(fd);
             }
@@ -642,7 +669,7 @@ int ivc_region_open_device(const char *path, unsigned flags,
     /* one open file per vector: each BINDs one and is read/polled alone */
     for (uint32_t v = 0; v < info.vectors && v < IVC_MAX_VEC; v++) {
         struct ivshmem_bind b = { .vector = v };
-        int fd = open(path, O_RDWR | O_CLOEXEC);
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);  /* our own */
 
         if (fd < 0) {
             ret = -errno;

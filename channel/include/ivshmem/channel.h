@@ -145,6 +145,10 @@ int ivc_region_id(struct ivc_region *r);
  * a memfd and eventfds without a server.  set_doorbell: ringing @vector of
  * @peer writes to @efd; set_own_vector: waits on @vector read @efd.
  * Descriptors are duplicated.  A region with doorbells becomes LOCAL.
+ * The library never changes the flags of a descriptor it did not open (a
+ * dup, or an eventfd from the server, shares them with every holder, and
+ * QEMU resets received descriptors to blocking): it reads doorbells
+ * without blocking whatever their flags.
  */
 int ivc_region_set_id(struct ivc_region *r, unsigned id);
 int ivc_region_set_doorbell(struct ivc_region *r, unsigned peer,
