@@ -1703,6 +1703,21 @@ static char *ivshmem_fd_describe(int fd)
     }
 }
 
+/*
+ * Whether eventfd @fd is in semaphore mode (EFD_SEMAPHORE): a read takes
+ * 1, not the whole count, so one write of 2^64 - 2 by another holder
+ * keeps it readable for ever.  Only /proc says so (Linux 6.6 on); without
+ * it such an fd passes.
+ */
+static bool ivshmem_eventfd_is_semaphore(int fd)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
+    g_autofree char *info = NULL;
+
+    return g_file_get_contents(path, &info, NULL, NULL) &&
+           strstr(info, "\neventfd-semaphore: 1");
+}
+
 static bool ivshmem_check_eventfd(const IvshmemAction *a, Error **errp)
 {
     if (!ivshmem_fd_is_eventfd(a->fd)) {
@@ -1712,6 +1727,12 @@ static bool ivshmem_check_eventfd(const IvshmemAction *a, Error **errp)
                    "fd that is not an eventfd but %s; the server must "
                    "send an eventfd for every vector", a->peer, a->vector,
                    what);
+        return false;
+    }
+    if (a->own && ivshmem_eventfd_is_semaphore(a->fd)) {
+        error_setg(errp, "ivshmem server sent own vector %u as an eventfd "
+                   "in semaphore mode, which a read cannot drain; the "
+                   "server must send plain eventfds", a->vector);
         return false;
     }
     return true;
