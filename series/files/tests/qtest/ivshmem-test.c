@@ -971,6 +971,9 @@ static void test_cmdline_errors(void)
                         "-device ivshmem-plain,memdev=m", file);
     expect_start_failure(a, "master=on");
     unlink(file);
+    g_free(a);
+    a = g_strdup_printf("%s/nowhere", tmpdir);
+    unlink(a);
 }
 
 static void check_described(const char *type, const char *const *props)
