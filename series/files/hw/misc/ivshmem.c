@@ -869,9 +869,9 @@ static int ivshmem_presence_pre_load(void *opaque)
     IvshmemState *s = opaque;
 
     if (!s->presence) {
-        error_report("ivshmem '%s': the incoming state has peer presence, "
-                     "start the destination with presence=on",
+        error_report("ivshmem '%s': the incoming state has peer presence",
                      ivshmem_id(s));
+        error_printf("Start the destination with presence=on.\n");
         return -EINVAL;
     }
     return 0;
@@ -1720,13 +1720,16 @@ static bool ivshmem_eventfd_is_semaphore(int fd)
 
 static bool ivshmem_check_eventfd(const IvshmemAction *a, Error **errp)
 {
+    ERRP_GUARD();
+
     if (!ivshmem_fd_is_eventfd(a->fd)) {
         g_autofree char *what = ivshmem_fd_describe(a->fd);
 
         error_setg(errp, "ivshmem server sent peer %u vector %u with an "
-                   "fd that is not an eventfd but %s; the server must "
-                   "send an eventfd for every vector", a->peer, a->vector,
+                   "fd that is not an eventfd but %s", a->peer, a->vector,
                    what);
+        error_append_hint(errp, "The server must send an eventfd for every "
+                          "vector.\n");
         return false;
     }
     if (a->own && ivshmem_eventfd_is_semaphore(a->fd)) {
@@ -1898,6 +1901,7 @@ static void ivshmem_setup_expired(IvshmemState *s, const IvshmemProto *p,
 /* The restarted server must share the object BAR2 already maps. */
 static bool ivshmem_same_memory(IvshmemState *s, int fd, Error **errp)
 {
+    ERRP_GUARD();
     struct stat st;
 
     if (fstat(fd, &st) < 0) {
@@ -1910,10 +1914,11 @@ static bool ivshmem_same_memory(IvshmemState *s, int fd, Error **errp)
         error_setg(errp, "the restarted ivshmem server shares another "
                    "memory object (inode %" PRIu64 ", 0x%" PRIx64 " bytes) "
                    "than the one the device maps (inode %" PRIu64 ", 0x%"
-                   PRIx64 " bytes); restart the server on the same -M "
-                   "object, one that outlives it", (uint64_t)st.st_ino,
+                   PRIx64 " bytes)", (uint64_t)st.st_ino,
                    (uint64_t)st.st_size, (uint64_t)s->shm_ino,
                    (uint64_t)s->shm_obj_size);
+        error_append_hint(errp, "Restart the server on the same -M object, "
+                          "one that outlives it.\n");
         return false;
     }
     return true;
@@ -2235,11 +2240,13 @@ static gboolean ivshmem_setup_wakeup(gpointer opaque)
 
 static bool ivshmem_server_connected(IvshmemState *s, Error **errp)
 {
+    ERRP_GUARD();
     Chardev *chr = qemu_chr_fe_get_driver(&s->server);
 
     if (!qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_FD_PASS)) {
         error_setg(errp, "property 'chardev': '%s' cannot pass file "
-                   "descriptors, use a UNIX socket chardev", chr->label);
+                   "descriptors", chr->label);
+        error_append_hint(errp, "Use a UNIX socket chardev.\n");
         return false;
     }
     /*
@@ -2360,6 +2367,7 @@ static void ivshmem_teardown(IvshmemState *s)
 
 static bool ivshmem_parse_legacy(IvshmemState *s, Error **errp)
 {
+    ERRP_GUARD();
     bool has_chr = qemu_chr_fe_backend_connected(&s->server);
 
     if (!!s->shm_name == has_chr) {
@@ -2391,8 +2399,9 @@ static bool ivshmem_parse_legacy(IvshmemState *s, Error **errp)
     }
     s->use_msix = has_chr && s->msi;
     if (s->presence && !has_chr) {
-        error_setg(errp, "property 'presence' needs a server: use "
-                   "'chardev' instead of 'shm', or presence=off");
+        error_setg(errp, "property 'presence' needs a server");
+        error_append_hint(errp, "Use 'chardev' instead of 'shm', or "
+                          "presence=off.\n");
         return false;
     }
     return true;
@@ -2570,8 +2579,8 @@ static int ivshmem_pre_load(void *opaque)
 
     if (!s->master) {
         error_report("ivshmem '%s': cannot load the incoming state: peer "
-                     "devices are not migratable, start the destination "
-                     "with %s", ivshmem_id(s),
+                     "devices are not migratable", ivshmem_id(s));
+        error_printf("Start the destination with %s.\n",
                      s->kind == IVSHMEM_KIND_LEGACY ? "role=master" :
                      "master=on");
         return -EINVAL;

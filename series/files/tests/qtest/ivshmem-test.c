@@ -7,6 +7,11 @@
  * server of its own (protocol version 0, SCM_RIGHTS) that can also act as
  * extra peers, so that doorbells can be checked in both directions.
  * With IVSHMEM_SERVER set, one case also runs against that server binary.
+ *
+ * The default run is quick and needs no privilege.  The cases that wait
+ * out multi-second deadlines or server restarts, those that need root
+ * (chroot, huge pages) and those with thousands of peers are registered
+ * only with -m slow (g_test_slow()).
  */
 
 #include "qemu/osdep.h"
@@ -966,6 +971,9 @@ static void test_cmdline_errors(void)
                         "-device ivshmem-plain,memdev=m", file);
     expect_start_failure(a, "master=on");
     unlink(file);
+    g_free(a);
+    a = g_strdup_printf("%s/nowhere", tmpdir);
+    unlink(a);
 }
 
 static void check_described(const char *type, const char *const *props)
@@ -4382,16 +4390,20 @@ static void register_isolation_tests(void)
                         "on", test_isolation_saturated_peer);
     qtest_add_data_func("/ivshmem/isolation/saturated-peer/ioeventfd-off",
                         "off", test_isolation_saturated_peer);
-    qtest_add_func("/ivshmem/isolation/own-vector-drain",
-                   test_isolation_own_vector_drain);
+    if (g_test_slow()) {
+        qtest_add_func("/ivshmem/isolation/own-vector-drain",
+                       test_isolation_own_vector_drain);
+    }
     for (i = 0; i < ARRAY_SIZE(bogus_scripts); i++) {
         g_autofree char *path = g_strdup_printf("/ivshmem/isolation/bogus-fd/"
                                                 "%s", bogus_scripts[i].name);
 
         qtest_add_data_func(path, &bogus_scripts[i], test_isolation_bogus_fd);
     }
-    qtest_add_func("/ivshmem/isolation/bogus-fd-no-proc",
-                   test_isolation_bogus_fd_no_proc);
+    if (g_test_slow()) {
+        qtest_add_func("/ivshmem/isolation/bogus-fd-no-proc",
+                       test_isolation_bogus_fd_no_proc);
+    }
     qtest_add_func("/ivshmem/isolation/semaphore-eventfd",
                    test_isolation_semaphore_eventfd);
     qtest_add_func("/ivshmem/isolation/shrink-iothread-sigbus",
@@ -4982,14 +4994,17 @@ int main(int argc, char **argv)
                    test_server_ioeventfd_off);
     qtest_add_func("/ivshmem/server/ioeventfd-bypass",
                    test_server_ioeventfd_bypass);
-    qtest_add_data_func("/ivshmem/server/confined/chroot", "chroot",
-                        test_server_confined);
     qtest_add_data_func("/ivshmem/server/confined/sandbox", "sandbox",
                         test_server_confined);
-    qtest_add_data_func("/ivshmem/server/confined/chroot-sandbox",
-                        "chroot sandbox", test_server_confined);
-    qtest_add_func("/ivshmem/server/4000-peers", test_server_4000_peers);
-    qtest_add_func("/ivshmem/server/peer-memory", test_server_peer_memory);
+    if (g_test_slow()) {
+        qtest_add_data_func("/ivshmem/server/confined/chroot", "chroot",
+                            test_server_confined);
+        qtest_add_data_func("/ivshmem/server/confined/chroot-sandbox",
+                            "chroot sandbox", test_server_confined);
+        qtest_add_func("/ivshmem/server/4000-peers", test_server_4000_peers);
+        qtest_add_func("/ivshmem/server/peer-memory",
+                       test_server_peer_memory);
+    }
     qtest_add_func("/ivshmem/server/16bit-vector", test_server_16bit_vector);
     qtest_add_func("/ivshmem/server/masked-pending",
                    test_server_masked_pending);
@@ -5003,14 +5018,16 @@ int main(int argc, char **argv)
     qtest_add_func("/ivshmem/server/master-not-first",
                    test_server_master_not_first);
     qtest_add_func("/ivshmem/server/reset", test_server_reset_keeps_connection);
-    qtest_add_func("/ivshmem/server/restart-master",
-                   test_server_restart_master);
-    qtest_add_func("/ivshmem/server/restart-same-memory",
-                   test_server_restart_same_memory);
-    qtest_add_func("/ivshmem/server/restart-no-vectors",
-                   test_server_restart_no_vectors);
-    qtest_add_func("/ivshmem/server/restart-other-memory",
-                   test_server_restart_other_memory);
+    if (g_test_slow()) {
+        qtest_add_func("/ivshmem/server/restart-master",
+                       test_server_restart_master);
+        qtest_add_func("/ivshmem/server/restart-same-memory",
+                       test_server_restart_same_memory);
+        qtest_add_func("/ivshmem/server/restart-no-vectors",
+                       test_server_restart_no_vectors);
+        qtest_add_func("/ivshmem/server/restart-other-memory",
+                       test_server_restart_other_memory);
+    }
     for (i = 0; i < ARRAY_SIZE(scripts); i++) {
         g_autofree char *path = g_strdup_printf("/ivshmem/malformed/%s",
                                                 scripts[i].name);
@@ -5021,14 +5038,16 @@ int main(int argc, char **argv)
             qtest_add_data_func(hp, &scripts[i], test_malformed_hotplug);
         }
     }
-    for (i = 0; i < ARRAY_SIZE(stalls); i++) {
-        g_autofree char *st = g_strdup_printf("/ivshmem/setup-deadline/"
-                                              "startup/%s", stalls[i].name);
-        g_autofree char *hp = g_strdup_printf("/ivshmem/setup-deadline/"
-                                              "hotplug/%s", stalls[i].name);
+    if (g_test_slow()) {
+        for (i = 0; i < ARRAY_SIZE(stalls); i++) {
+            g_autofree char *st = g_strdup_printf("/ivshmem/setup-deadline/"
+                                                  "startup/%s", stalls[i].name);
+            g_autofree char *hp = g_strdup_printf("/ivshmem/setup-deadline/"
+                                                  "hotplug/%s", stalls[i].name);
 
-        qtest_add_data_func(st, &stalls[i], test_setup_deadline_startup);
-        qtest_add_data_func(hp, &stalls[i], test_setup_deadline_hotplug);
+            qtest_add_data_func(st, &stalls[i], test_setup_deadline_startup);
+            qtest_add_data_func(hp, &stalls[i], test_setup_deadline_hotplug);
+        }
     }
     qtest_add_func("/ivshmem/hotplug/pc", test_hotplug_pc);
     qtest_add_func("/ivshmem/hotplug/unplug-after-join",
@@ -5045,14 +5064,20 @@ int main(int argc, char **argv)
                    test_migrate_peer_destination);
     qtest_add_func("/ivshmem/kvm/irqfd", test_kvm_irqfd);
     qtest_add_func("/ivshmem/kvm/restart", test_kvm_restart);
-    qtest_add_func("/ivshmem/kvm/4000-peers", test_kvm_4000_peers);
-    qtest_add_func("/ivshmem/kvm/ioeventfds-beyond-bus-limit",
-                   test_kvm_ioeventfds_beyond_bus_limit);
+    if (g_test_slow()) {
+        qtest_add_func("/ivshmem/kvm/4000-peers", test_kvm_4000_peers);
+        qtest_add_func("/ivshmem/kvm/ioeventfds-beyond-bus-limit",
+                       test_kvm_ioeventfds_beyond_bus_limit);
+    }
     qtest_add_func("/ivshmem/real-server", test_real_server);
-    qtest_add_func("/ivshmem/server/no-vectors", test_server_no_vectors);
+    if (g_test_slow()) {
+        qtest_add_func("/ivshmem/server/no-vectors", test_server_no_vectors);
+    }
     qtest_add_func("/ivshmem/real-server-restart", test_real_server_restart);
-    qtest_add_func("/ivshmem/real-server-hugetlbfs",
-                   test_real_server_hugetlbfs);
+    if (g_test_slow()) {
+        qtest_add_func("/ivshmem/real-server-hugetlbfs",
+                       test_real_server_hugetlbfs);
+    }
     register_isolation_tests();
     qtest_add_func("/ivshmem/presence/registers", test_presence_registers);
     qtest_add_func("/ivshmem/presence/off", test_presence_off);
