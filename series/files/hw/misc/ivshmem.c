@@ -155,6 +155,7 @@ typedef struct IvshmemBells {
     QemuCond cond;
     bool started;
     bool stop;
+    bool exited;                /* the thread returned */
     GHashTable *pending;        /* key -> IvshmemBell: queued or busy */
     GHashTable *backoff;        /* key -> IvshmemBackoff */
     QSIMPLEQ_HEAD(, IvshmemBell) queue;
@@ -432,6 +433,10 @@ static bool ivshmem_bell_timer_init(timer_t *timer)
     };
     sigset_t set;
 
+    /* unblocked even without a timer: ivshmem_bells_stop() signals too */
+    sigemptyset(&set);
+    sigaddset(&set, IVSHMEM_BELL_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     sev.sigev_notify_thread_id = qemu_get_thread_id();
     if (timer_create(CLOCK_MONOTONIC, &sev, timer) < 0) {
         warn_report_once("ivshmem: cannot create the timer that bounds "
@@ -440,9 +445,6 @@ static bool ivshmem_bell_timer_init(timer_t *timer)
                          strerror(errno));
         return false;
     }
-    sigemptyset(&set);
-    sigaddset(&set, IVSHMEM_BELL_SIGNAL);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     return true;
 }
 
@@ -545,6 +547,7 @@ static void *ivshmem_bell_thread(void *opaque)
     if (have_timer) {
         timer_delete(timer);
     }
+    qatomic_store_release(&b->exited, true);
     return NULL;
 }
 
@@ -573,26 +576,42 @@ static void ivshmem_bells_start(IvshmemState *s)
     b->backoff = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     QSIMPLEQ_INIT(&b->queue);
     b->stop = false;
+    b->exited = false;
     qemu_thread_create(&b->thread, "ivshmem-bells", ivshmem_bell_thread, b,
                        QEMU_THREAD_JOINABLE);
     b->started = true;
 }
 
-/* A peer vector that left: a newcomer with its ID starts without back-off */
+/*
+ * A peer vector that left: a newcomer with its ID starts without back-off,
+ * and rings still queued for the one that left are dropped (they would go
+ * to its eventfd, not the newcomer's).
+ */
 static void ivshmem_bell_forget(IvshmemState *s, uint16_t peer,
                                 uint16_t vector)
 {
     IvshmemBells *b = &s->bells;
+    gpointer key = GUINT_TO_POINTER((uint32_t)peer << 16 | vector);
+    IvshmemBell *bell;
 
     if (b->started) {
         qemu_mutex_lock(&b->lock);
-        g_hash_table_remove(b->backoff,
-                            GUINT_TO_POINTER((uint32_t)peer << 16 | vector));
+        g_hash_table_remove(b->backoff, key);
+        bell = g_hash_table_lookup(b->pending, key);
+        if (bell && bell->busy) {
+            bell->more = 0;     /* the thread drops it after this write */
+        } else if (bell) {
+            QSIMPLEQ_REMOVE(&b->queue, bell, IvshmemBell, next);
+            g_hash_table_remove(b->pending, key);
+        }
         qemu_mutex_unlock(&b->lock);
     }
 }
 
-/* Waits at most IVSHMEM_BELL_TIMEOUT_NS for a write in flight. */
+/*
+ * Waits at most IVSHMEM_BELL_TIMEOUT_NS for a write in flight, even if
+ * the thread has no timer: the signal is sent from here too.
+ */
 static void ivshmem_bells_stop(IvshmemState *s)
 {
     IvshmemBells *b = &s->bells;
@@ -604,6 +623,10 @@ static void ivshmem_bells_stop(IvshmemState *s)
     b->stop = true;
     qemu_cond_signal(&b->cond);
     qemu_mutex_unlock(&b->lock);
+    while (!qatomic_load_acquire(&b->exited)) {
+        pthread_kill(b->thread.thread, IVSHMEM_BELL_SIGNAL);
+        g_usleep(1000);
+    }
     qemu_thread_join(&b->thread);
     g_hash_table_destroy(b->pending);   /* closes the duplicates */
     g_hash_table_destroy(b->backoff);
@@ -1307,6 +1330,13 @@ static bool ivshmem_map_fd(IvshmemState *s, int fd, const char *what,
  */
 #define IVSHMEM_MAPPINGS        64
 #define IVSHMEM_SHRUNK_REPORT_MS 10000  /* at most one warning per 10 s */
+/*
+ * Under KVM, every vCPU that touched a lost range before it was backed
+ * fails KVM_RUN with EFAULT, without the address: the first one to look
+ * remaps, the others find nothing left to do.  For this long after a
+ * remap, such an EFAULT is taken as one of those and retried.
+ */
+#define IVSHMEM_REMAP_RETRY_NS  (100 * SCALE_MS)
 
 typedef struct IvshmemMapping {
     uint8_t *host;              /* NULL: free slot */
@@ -1317,6 +1347,7 @@ typedef struct IvshmemMapping {
     bool failed;                /* mmap failed: let SIGBUS end QEMU */
     uint64_t shared_end;        /* offset where the private range starts */
     uint64_t file_size;         /* file size the last remap saw */
+    int64_t remapped_ns;        /* when the last remap was done */
     QEMUBH *bh;
 } IvshmemMapping;
 
@@ -1326,7 +1357,8 @@ static IvshmemMapping ivshmem_mappings[IVSHMEM_MAPPINGS];
  * Back @m from the end of its file on with private pages, if @off lies
  * there.  Returns 1 when the access can be retried, 0 when @off is not
  * in a lost range, -1 when remapping failed.  With @scan (no faulting
- * address known), 1 only if a lost range was backed just now.
+ * address known), 1 only if a lost range was backed just now (or
+ * within IVSHMEM_REMAP_RETRY_NS).
  */
 static int ivshmem_mapping_recover(IvshmemMapping *m, uint64_t off,
                                    bool scan)
@@ -1350,8 +1382,15 @@ static int ivshmem_mapping_recover(IvshmemMapping *m, uint64_t off,
         /*
          * Not lost to a truncation: either @off is private already (a
          * retry works) or the file covers it (somebody else's SIGBUS).
+         * A scan retries if another vCPU remapped just now.
          */
-        ret = !scan && off >= m->shared_end ? 1 : 0;
+        if (scan) {
+            ret = m->shared_end < m->size &&
+                  get_clock() - qatomic_read(&m->remapped_ns) <
+                  IVSHMEM_REMAP_RETRY_NS;
+        } else {
+            ret = off >= m->shared_end ? 1 : 0;
+        }
         goto out;
     }
     if (mmap(m->host + end, m->shared_end - end, PROT_READ | PROT_WRITE,
@@ -1361,6 +1400,7 @@ static int ivshmem_mapping_recover(IvshmemMapping *m, uint64_t off,
         goto out;
     }
     qatomic_set(&m->file_size, st.st_size);
+    qatomic_set(&m->remapped_ns, get_clock());
     qatomic_set(&m->shared_end, end);
     qemu_bh_schedule(m->bh);
     ret = 1;
@@ -1466,7 +1506,8 @@ static void ivshmem_watch_shrink(IvshmemState *s)
                     object_get_typename(OBJECT(s)), IVSHMEM_MAPPINGS);
         return;
     }
-    s->shrunk_bh = qemu_bh_new(ivshmem_shrunk_report, s);
+    s->shrunk_bh = qemu_bh_new_guarded(ivshmem_shrunk_report, s,
+                                       &DEVICE(s)->mem_reentrancy_guard);
     s->shrunk_timer = timer_new_ms(QEMU_CLOCK_REALTIME,
                                    ivshmem_shrunk_timer, s);
     s->shrunk_reported = memory_region_size(mr);
