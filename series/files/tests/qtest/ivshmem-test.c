@@ -4310,6 +4310,8 @@ static void test_isolation_bogus_fd_no_proc(void)
     g_autofree char *root = tmp_path("empty-root");
     g_autofree char *log = tmp_path("guest-errors");
     g_autofree char *text = NULL;
+    g_autofree char *asan = NULL;
+    g_autofree char *opts = NULL;
     FakeServer *srv;
     int real = make_eventfd();
     int fds[ARRAY_SIZE(kinds)];
@@ -4324,10 +4326,20 @@ static void test_isolation_bogus_fd_no_proc(void)
     }
     g_assert_cmpint(mkdir(root, 0755), ==, 0);
     srv = server_start(1 * MiB, 1, 0);
+    /* LeakSanitizer needs /proc at exit: as in test_server_confined() */
+    asan = g_strdup(g_getenv("ASAN_OPTIONS"));
+    opts = g_strdup_printf("%s%sdetect_leaks=0", asan ? asan : "",
+                           asan ? ":" : "");
+    g_setenv("ASAN_OPTIONS", opts, true);
     g = guest_start(SLOT, "-M pc -run-with chroot=%s -d guest_errors -D %s "
                     "-chardev socket,id=c,path=%s -device ivshmem-doorbell,"
                     "chardev=c,vectors=1,addr=%d", root, log, srv->path,
                     SLOT);
+    if (asan) {
+        g_setenv("ASAN_OPTIONS", asan, true);
+    } else {
+        g_unsetenv("ASAN_OPTIONS");
+    }
     g_assert_cmpint(reg_read(g, REG_IV_POSITION), ==, 0);
     g_mutex_lock(&srv->lock);
     conn = srv->peers[0].conn;
