@@ -5,6 +5,7 @@
     table.py results/host-DATE.json > results/host-DATE.md
 """
 import json
+import random
 import statistics
 import sys
 
@@ -23,15 +24,46 @@ def us(ns):
     return None if ns is None else ns / 1000.0
 
 
+BOOT = 4000     # bootstrap resamples
+
+
+def effect(ratios):
+    """Median of per-round ratios and its 95 % percentile bootstrap interval
+    (rounds resampled with replacement, fixed seed: pages regenerate
+    identically)."""
+    n = len(ratios)
+    if n == 0:
+        return None
+    est = statistics.median(ratios)
+    if n < 2:
+        return est, None, None
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(ratios, k=n)) for _ in range(BOOT))
+    return est, meds[int(0.025 * BOOT)], meds[int(0.975 * BOOT) - 1]
+
+
+def eff_text(e, digits=2):
+    if e is None:
+        return '-'
+    est, lo, hi = e
+    if lo is None:
+        return f'{est:.{digits}f} (one round: no interval)'
+    return f'{est:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})'
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f'table.py: cannot read {path}: {e} (give the JSON bench prints)')
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit('usage: table.py RESULTS.json')
     path = sys.argv[1]
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        sys.exit(f'table.py: cannot read {path}: {e} (give the JSON bench prints)')
+    data = load(path)
     meta, runs = data['meta'], data['runs']
     confs = []
     for r in runs:
@@ -88,25 +120,43 @@ def main():
     out.append(f'References: cross-core cache-line one-way hop {fmt(cl, " ns", 1)}; '
                + ', '.join(f"single-core memcpy of {s} B {fmt(med([r['mb_per_s'] for r in runs if r['kind'] == 'ref_memcpy' and r['size'] == s]), ' MB/s', 0)}"
                            for s in sorted({r['size'] for r in runs if r['kind'] == 'ref_memcpy'})) + '.')
-    # targets of issue 19
+    # targets of issue 19: the median of the per-round ratios (paired within
+    # each interleaved round) and its 95 % bootstrap interval
+    out.append('')
+    out.append('Targets of issue 19: the median over rounds of the per-round ratio '
+               '(both sides of a ratio ran in the same interleaved round), with a 95 % '
+               'bootstrap interval; with few rounds the interval is about as wide as '
+               'the spread of the rounds.')
     out.append('')
     lines = []
-    hy = pick('latency', ('lib', 'hybrid'), 64, 'p50_ns')
-    sp = pick('latency', ('lib', 'spin'), 64, 'p50_ns')
-    if hy and sp:
-        lines.append(f'- hybrid p50 / spin p50 at 64 B: {hy / sp:.2f} (target: within 3x)')
+
+    def per_round(kind, key, size, field):
+        return {r['round']: r[field] for r in runs if r['kind'] == kind and
+                (r['transport'], r['wait']) == key and (size is None or r['size'] == size)}
+
+    def ratio(x, y):
+        return [x[k] / y[k] for k in sorted(x) if k in y and y[k]]
+
+    memcpy4 = {r['round']: r['mb_per_s'] for r in runs
+               if r['kind'] == 'ref_memcpy' and r['size'] == 4096}
+    e = effect(ratio(per_round('latency', ('lib', 'hybrid'), 64, 'p50_ns'),
+                     per_round('latency', ('lib', 'spin'), 64, 'p50_ns')))
+    if e:
+        lines.append(f'- hybrid p50 / spin p50 at 64 B: {eff_text(e)} (target: within 3x)')
     idle = pick('idle', ('lib', 'hybrid'), None, 'cpu_s_per_s')
     if idle is not None:
-        lines.append(f'- hybrid idle CPU: {idle:.3f} s per s (target: near zero)')
-    lib4 = pick('throughput', ('lib', 'hybrid'), 4096, 'mb_per_s')
-    unix4 = pick('throughput', ('unix', 'blocking'), 4096, 'mb_per_s')
-    mc4 = med([r['mb_per_s'] for r in runs if r['kind'] == 'ref_memcpy' and r['size'] == 4096])
-    if lib4 and unix4:
-        lines.append(f'- 4 KiB throughput, library (hybrid) / AF_UNIX: {lib4 / unix4:.2f} (target: at least 5)')
-    if lib4 and mc4:
-        lines.append(f'- 4 KiB throughput, library (hybrid) / single-core memcpy: {lib4 / mc4:.2f} (target: at least 0.5)')
+        lines.append(f'- hybrid idle CPU: {idle:.3f} s per s, median over rounds (target: near zero)')
+    lib4 = per_round('throughput', ('lib', 'hybrid'), 4096, 'mb_per_s')
+    e = effect(ratio(lib4, per_round('throughput', ('unix', 'blocking'), 4096, 'mb_per_s')))
+    if e:
+        lines.append(f'- 4 KiB throughput, library (hybrid) / AF_UNIX: {eff_text(e)} (target: at least 5)')
+    e = effect(ratio(lib4, memcpy4))
+    if e:
+        lines.append(f'- 4 KiB throughput, library (hybrid) / single-core memcpy: {eff_text(e)} '
+                     f'(target: at least 0.5)')
+    sp = pick('latency', ('lib', 'spin'), 64, 'p50_ns')
     if sp:
-        lines.append(f'- spin p50 at 64 B: {sp / 1000:.2f} µs (bar: sub-microsecond)')
+        lines.append(f'- spin p50 at 64 B: {sp / 1000:.2f} µs, median over rounds (bar: sub-microsecond)')
     out.extend(lines)
     print('\n'.join(out))
 
