@@ -8,7 +8,12 @@
  * while idle; references: cross-core cache-line ping-pong and single-core
  * memcpy.  Configurations are interleaved round by round.  JSON on stdout.
  *   bench [-r ROUNDS] [-q] [-P] [-s SIZES] [-t lib,unix,pipe] [-S SPIN_NS]
+ *   bench -B BUDGETS_NS [-D DELAYS_NS] [-r ROUNDS] [-q] [-P]
  *   -q quick (smoke: small counts), -P pin the two processes to CPUs 0 and 1
+ *   -B the spin budget sweep instead: a waiter with the hybrid wait and each
+ *      spin budget (0: sleep at once), a peer that answers each request after
+ *      a busy delay of each of DELAYS_NS; the reply's one-way latency p50/p99
+ *      and the waiter's CPU per message, every (budget, delay) once a round
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,6 +43,8 @@ static const char *wnames[] = { "hybrid", "spin", "sleep" };
 
 static int quick, pin;
 static uint64_t spin_ns;
+static int sweep;                       /* -B: side 0 hybrid(sweep_budget), side 1 spin */
+static uint64_t sweep_budget;
 
 static uint64_t now_ns(void)
 {
@@ -136,6 +143,10 @@ static void end_open(struct end *e, struct tr *t, int side)
     e->side = side;
     if (t->kind == T_LIB) {
         struct ivc_channel_opts o = { .ring_size = RING, .wait_mode = t->wait, .spin_ns = spin_ns };
+        if (sweep) {
+            o.wait_mode = side ? IVC_WAIT_SPIN : sweep_budget ? IVC_WAIT_HYBRID : IVC_WAIT_SLEEP;
+            o.spin_ns = side ? 0 : sweep_budget;
+        }
         int ret = ivc_region_open_fd(t->memfd, 0, IVC_F_CREATE, &e->r);
         if (ret < 0)
             die("region", -ret);
@@ -197,6 +208,7 @@ struct shared {
     uint64_t lat[2][200000];    /* one-way samples: A->B by B, B->A by A */
     uint64_t nlat[2];
     uint64_t t_first, t_last;
+    uint64_t cpu_ns, spins_won; /* sweep: the waiter's CPU and its spin wins */
     _Atomic uint64_t ready;
 };
 
@@ -295,6 +307,50 @@ static void idle_fn(struct end *e, size_t size __attribute__((unused)), uint64_t
     }
 }
 
+
+static uint64_t cpu_self_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Sweep: A (the waiter, hybrid with the budget under test) sends a request
+ * and waits; B (spinning, so it sees the request at once) busy-waits @delay
+ * ns, stamps the reply and sends it; A records the reply's one-way latency.
+ * Only A's CPU is counted: B's busy delay stands for work the peer does.
+ */
+static uint64_t sweep_delay;
+static void sweep_fn(struct end *e, size_t size, uint64_t count)
+{
+    static uint8_t buf[256];
+    uint64_t t, c0 = cpu_self_ns();
+    memset(buf, 0x5a, size);
+    for (uint64_t i = 0; i < count; i++) {
+        if (e->side == 0) {
+            x_send(e, buf, size);
+            x_recv(e, buf, size);
+            memcpy(&t, buf, 8);
+            sh->lat[1][i] = now_ns() - t;
+        } else {
+            x_recv(e, buf, size);
+            uint64_t until = now_ns() + sweep_delay;
+            while (now_ns() < until)
+                ;
+            t = now_ns();
+            memcpy(buf, &t, 8);
+            x_send(e, buf, size);
+        }
+    }
+    if (e->side == 0) {
+        struct ivc_stats st;
+        sh->cpu_ns = cpu_self_ns() - c0;
+        ivc_channel_stats(e->ch, &st);
+        sh->spins_won = st.spins_won;
+    }
+}
+
 static int first = 1;
 static void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void emit(const char *fmt, ...)
@@ -349,6 +405,26 @@ static void measure(int round, int kind, unsigned wait, size_t size)
         emit("{\"round\": %d, \"kind\": \"idle\", %s, \"idle_ms\": %llu, \"cpu_s_per_s\": %.4f}",
              round, label, (unsigned long long)ms, cpu / (ms / 1000.0));
     }
+}
+
+static void measure_sweep(int round, uint64_t budget, uint64_t delay)
+{
+    struct tr t;
+    uint64_t n = quick ? 300 : 3000;
+
+    sweep_budget = budget;
+    sweep_delay = delay;
+    tr_make(&t, T_LIB, 0);
+    run_pair(&t, sweep_fn, 64, n);
+    tr_close(&t);
+    qsort(sh->lat[1], n, 8, cmp64);
+    emit("{\"round\": %d, \"kind\": \"spin_sweep\", \"budget_ns\": %llu, \"delay_ns\": %llu, "
+         "\"size\": 64, \"samples\": %llu, \"p50_ns\": %llu, \"p99_ns\": %llu, "
+         "\"waiter_cpu_ns_per_msg\": %.1f, \"spin_won\": %.4f}",
+         round, (unsigned long long)budget, (unsigned long long)delay,
+         (unsigned long long)n, (unsigned long long)sh->lat[1][n / 2],
+         (unsigned long long)sh->lat[1][n * 99 / 100], (double)sh->cpu_ns / n,
+         (double)sh->spins_won / n);
 }
 
 /* cross-core cache-line ping-pong: one-way hop time */
@@ -412,8 +488,10 @@ int main(int argc, char **argv)
     size_t sizes[8] = { 64, 4096, 65536 };
     int nsizes = 3;
     int use[3] = { 1, 1, 1 };
+    uint64_t budgets[16], delays[16] = { 0, 5000, 15000, 40000, 150000 };
+    int nbudgets = 0, ndelays = 5;
 
-    while ((opt = getopt(argc, argv, "r:qPs:t:S:")) != -1) {
+    while ((opt = getopt(argc, argv, "r:qPs:t:S:B:D:")) != -1) {
         switch (opt) {
         case 'r': rounds = atoi(optarg); break;
         case 'q': quick = 1; break;
@@ -425,13 +503,36 @@ int main(int argc, char **argv)
                 sizes[nsizes++] = strtoul(tok, NULL, 0);
             break;
         }
+        case 'B':
+        case 'D': {
+            uint64_t *v = opt == 'B' ? budgets : delays;
+            int k = 0;
+            for (char *tok = strtok(optarg, ","); tok; tok = strtok(NULL, ",")) {
+                char *end;
+                if (k == 16) {
+                    fprintf(stderr, "bench: -%c takes at most 16 values\n", opt);
+                    return 2;
+                }
+                v[k++] = strtoull(tok, &end, 0);
+                if (*end || end == tok) {
+                    fprintf(stderr, "bench: -%c %s: not a number of ns\n", opt, tok);
+                    return 2;
+                }
+            }
+            if (opt == 'B')
+                nbudgets = k, sweep = 1;
+            else
+                ndelays = k;
+            break;
+        }
         case 't':
             use[0] = strstr(optarg, "lib") != NULL;
             use[1] = strstr(optarg, "unix") != NULL;
             use[2] = strstr(optarg, "pipe") != NULL;
             break;
         default:
-            fprintf(stderr, "usage: bench [-r ROUNDS] [-q] [-P] [-s SIZES] [-t lib,unix,pipe] [-S SPIN_NS]\n");
+            fprintf(stderr, "usage: bench [-r ROUNDS] [-q] [-P] [-s SIZES] [-t lib,unix,pipe] [-S SPIN_NS]\n"
+                            "       bench -B BUDGETS_NS [-D DELAYS_NS] [-r ROUNDS] [-q] [-P]\n");
             return 2;
         }
     }
@@ -450,6 +551,23 @@ int main(int argc, char **argv)
     time_t now = time(NULL);
     char date[32];
     strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    if (sweep) {
+        printf("{\n  \"meta\": {\"mode\": \"spin_sweep\", \"date\": \"%s\", \"cpus\": %ld, "
+               "\"rounds\": %d, \"quick\": %d, \"pinned\": %d, \"default_spin_ns\": %llu, "
+               "\"load_start\": [%.2f, %.2f, %.2f]},\n  \"runs\": [",
+               date, sysconf(_SC_NPROCESSORS_ONLN), rounds, quick, pin,
+               (unsigned long long)IVC_DEFAULT_SPIN_NS, load[0], load[1], load[2]);
+        int nconf = nbudgets * ndelays;
+        for (int r = 0; r < rounds; r++)
+            for (int k = 0; k < nconf; k++) {
+                /* interleaved: every (budget, delay) once a round, order rotated */
+                int c = (k + r * 7) % nconf;
+                measure_sweep(r, budgets[c / ndelays], delays[c % ndelays]);
+            }
+        getloadavg(load, 3);
+        printf("\n  ],\n  \"load_end\": [%.2f, %.2f, %.2f]\n}\n", load[0], load[1], load[2]);
+        return 0;
+    }
     printf("{\n  \"meta\": {\"date\": \"%s\", \"cpus\": %ld, \"rounds\": %d, \"quick\": %d, "
            "\"pinned\": %d, \"spin_ns\": %llu, \"load_start\": [%.2f, %.2f, %.2f]},\n  \"runs\": [",
            date, sysconf(_SC_NPROCESSORS_ONLN), rounds, quick, pin,
