@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Build the ivshmem test guest: Debian's kernel, busybox, the uio modules,
 # our driver and ivshmem-guest (and the channel library's examples as
-# ivc-pingpong, ivc-stream, ivc-hostguest, ivc-liveness, ivc-seq), packed as
-# an initramfs.  Packages are
+# ivc-pingpong, ivc-stream, ivc-hostguest, ivc-liveness, ivc-seq, and
+# ivc-gbench of bench/channel with the virtio-net modules, not loaded at
+# boot, for the two-guest benchmark), packed as an initramfs.  Packages are
 # fetched with apt-get download and unpacked with dpkg -x into a cache;
 # nothing is installed system-wide.  The image is cached under a key of
 # all its inputs and rebuilt only when one changes.  Prints the image
@@ -114,7 +115,8 @@ kdir=$root/usr/src/linux-headers-$kabi
 key=$( (printf '%s\n' "${pkgs[@]}"
         cd "$top" && sha256sum guest/image.sh guest/init guest/driver/* \
                                 guest/tool/*.c channel/src/* \
-                                channel/include/ivshmem/* channel/examples/*) |
+                                channel/include/ivshmem/* channel/examples/* \
+                                bench/channel/gbench.c) |
       sha256sum | cut -c1-16)
 img=$cache/image-$key
 if [ -z "${GUEST_BUILD_ONLY:-}" ] && [ -f "$img/.done" ]; then
@@ -164,6 +166,12 @@ for ex in pingpong stream hostguest liveness seq; do
         "$top/channel/examples/$ex.c" "$top/channel/src/channel.c" \
         "$top/channel/src/transport.c" -lpthread
 done
+# The guest side of the two-guest benchmark (bench/channel/guest.py).
+gcc -static -O2 -Wall -std=gnu11 -D_GNU_SOURCE -I"$top/channel/include" \
+    -I"$top/channel/src" -I"$top/guest/driver" -o "$build/ivc-gbench" \
+    "$top/bench/channel/gbench.c" "$top/channel/src/channel.c" \
+    "$top/channel/src/transport.c" -lpthread 2> "$build/gbench.log" ||
+    { cat "$build/gbench.log" >&2; exit 1; }
 
 # 4. Assemble the initramfs reproducibly (sorted, fixed owner and time).
 rd=$build/initramfs
@@ -188,6 +196,23 @@ for m in uio uio_pci_generic; do
 done
 cp "$build/ivshmem.ko" "$mods/"
 cp "$build/nozap/ivshmem.ko" "$mods/ivshmem-nozap.ko"
+# virtio-net for the two-guest benchmark, in $mods/net with their load
+# order in $mods/net/order (the benchmark loads them; init does not).
+mkdir -p "$mods/net"
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio \
+         drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
+         drivers/virtio/virtio_pci net/core/failover drivers/net/net_failover \
+         drivers/net/virtio_net; do
+    src=$root/lib/modules/$kabi/kernel/$m.ko
+    if [ -f "$src" ]; then
+        cp "$src" "$mods/net/"
+    elif [ -f "$src.xz" ]; then
+        xz -dc "$src.xz" > "$mods/net/${m##*/}.ko"
+    else
+        continue                # built in, or absent: the benchmark says so
+    fi
+    echo "${m##*/}" >> "$mods/net/order"
+done
 find "$rd" -exec touch -h -d @0 {} +
 rm -rf "$img.tmp"
 mkdir -p "$img.tmp"

@@ -192,12 +192,14 @@ def guest_tables(path, data):
            if loads else 'no runs',
            '',
            "One-way latency is half the round trip of one message in flight (the guests share no "
-           "clock). Guest CPU: both benchmark processes' user + system time as their guests count "
-           "it; host CPU: both QEMU processes over the run (under TCG each guest is host CPU time). "
-           "Medians over rounds, '(a-b)' the per-round range.",
+           "clock). CPU: both benchmark processes' user + system time as their guests count it "
+           "(getrusage, sampled at the guest kernel's tick, so short runs are coarse; softirq work of the network stack may be counted elsewhere, so TCP's "
+           "figure is if anything low). The host CPU of both QEMU processes is in the JSON per "
+           "command (`qemu_cpu_s`, with the command's start and serial round trips, so not per "
+           "message). Medians over rounds, '(a-b)' the per-round range.",
            '',
-           '| transport | size | one-way p50 | one-way p99 | msgs/s | MB/s | guest CPU s per M msgs | host CPU s per M msgs |',
-           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+           '| transport | size | one-way p50 | one-way p99 | msgs/s | MB/s | CPU s per M msgs |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
     for size in sizes:
         for tr in trs:
             lat, tp = sel('latency', tr, size), sel('throughput', tr, size)
@@ -208,22 +210,20 @@ def guest_tables(path, data):
             mps = [r['msgs_per_s'] for r in tp]
             mbs = [r['mb_per_s'] for r in tp]
             gcpu = [r['guest_cpu_ns'] / 1e9 / r['count'] * 1e6 for r in tp]
-            hcpu = [r['qemu_cpu_s'] / r['count'] * 1e6 for r in tp]
             out.append(f"| {tr} | {size} | {fmt(med(p50), ' µs', 1)}{rng(p50, 1)} | "
                        f"{fmt(med(p99), ' µs', 1)} | {fmt(med(mps), '', 0)}{rng(mps, 0)} | "
-                       f"{fmt(med(mbs), '', 1)}{rng(mbs, 1)} | {fmt(med(gcpu), '', 1)} | "
-                       f"{fmt(med(hcpu), '', 1)} |")
+                       f"{fmt(med(mbs), '', 1)}{rng(mbs, 1)} | {fmt(med(gcpu), '', 1)} |")
     out.append('')
     out.append('Library / TCP, the median of the per-round ratios with a 95 % bootstrap interval '
-               '(rounds resampled; with 5 rounds the interval cannot be narrower than the '
-               'spread of the rounds):')
+               f"(rounds resampled; from {meta['rounds']} rounds the interval is about as wide as "
+               'the spread of the rounds):')
     out.append('')
-    out.append('| size | one-way p50 (lower is better) | throughput MB/s (higher is better) | host CPU per message |')
+    out.append('| size | one-way p50 (lower is better) | throughput MB/s (higher is better) | CPU per message (lower is better) |')
     out.append('| ---: | ---: | ---: | ---: |')
     for size in sizes:
         out.append(f"| {size} | {eff_text(effect(paired('latency', size, lambda r: r['rtt_p50_ns'])))} | "
                    f"{eff_text(effect(paired('throughput', size, lambda r: r['mb_per_s'])))} | "
-                   f"{eff_text(effect(paired('throughput', size, lambda r: r['qemu_cpu_s'] / r['count'])))} |")
+                   f"{eff_text(effect(paired('throughput', size, lambda r: r['guest_cpu_ns'] / r['count'])))} |")
     e = effect(paired('throughput', 65536, lambda r: r['mb_per_s']))
     if e:
         out.append('')
