@@ -7,8 +7,9 @@ e2e/ivshmem_e2e.py) joined by an ivshmem-doorbell device (one vector,
 our driver, the library's hybrid wait) and by virtio-net over
 `-netdev stream` on a UNIX socket (no root, no bridge), then runs
 `ivc-gbench` (bench/channel/gbench.c, in the image) in both guests:
-for each round, each message size and each transport (the order of the
-transports alternating from round to round), a latency run (round trips
+for each round, each message size and each transport (the library with
+its copy API, the library with its zero-copy API, TCP; the order rotated
+from round to round), a latency run (round trips
 of one message; one-way = round trip / 2: the guests share no clock) and
 a throughput run (COUNT messages back to back, then one answer).  Every
 run is one JSON record with the 1-minute load average before it, the
@@ -32,6 +33,9 @@ sys.path.insert(0, os.path.join(TOP, 'e2e'))
 import ivshmem_e2e as e2e  # noqa: E402
 
 ADDR = {'a': '10.0.2.1', 'b': '10.0.2.2'}
+# lib: ivc_send/ivc_recv (copies, like send/recv); lib-zc: ivc_reserve and
+# ivc_peek, each message written and read once in place in the ring
+TRANSPORTS = ['lib', 'lib-zc', 'tcp']
 
 
 def qemu_cpu(g):
@@ -69,8 +73,10 @@ def counts(size, quick):
 
 
 def one_run(a, b, transport, mode, size, count, rnd):
-    if transport == 'lib':
-        args = 'lib %%s -d /dev/ivshmem0 -c gb-%s-%d' % (mode, size)
+    if transport in ('lib', 'lib-zc'):
+        zc = transport == 'lib-zc'
+        args = 'lib %%s -d /dev/ivshmem0 -c gb-%s%s-%d%s' % (
+            'zc-' if zc else '', mode, size, ' -z' if zc else '')
     else:
         one_run.port += 1          # a fresh port each run: no TIME_WAIT in the way
         args = 'tcp %%s -H %s -p %d' % (ADDR['b'], one_run.port)
@@ -134,6 +140,7 @@ def main():
             'guests': '1 vCPU, 256 MiB each; ivshmem-doorbell vectors=1, 32 MiB; '
                       'virtio-net-pci over -netdev stream (UNIX socket)',
             'lib_wait': 'hybrid (library default)',
+            'transports': TRANSPORTS,
             'load_start': [round(x, 2) for x in os.getloadavg()]}
     runs = []
     try:
@@ -160,7 +167,8 @@ def main():
         print('# guests up (%s); %d rounds, sizes %s' % (accel, opt.rounds, sizes),
               file=sys.stderr, flush=True)
         for rnd in range(opt.rounds):
-            order = ['lib', 'tcp'] if rnd % 2 == 0 else ['tcp', 'lib']
+            # every transport in every position in turn
+            order = TRANSPORTS[rnd % 3:] + TRANSPORTS[:rnd % 3]
             for size in sizes:
                 nlat, ntput = counts(size, opt.quick)
                 for transport in order:

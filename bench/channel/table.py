@@ -169,7 +169,8 @@ def guest_tables(path, data):
     """Two guests: library against TCP over virtio-net, paired per round."""
     meta, runs = data['meta'], data['runs']
     sizes = sorted({r['size'] for r in runs})
-    trs = ['lib', 'tcp']
+    trs = [t for t in ('lib', 'lib-zc', 'tcp') if any(r['transport'] == t for r in runs)]
+    libs = [t for t in trs if t != 'tcp']
 
     def sel(kind, tr, size):
         return [r for r in runs if r['kind'] == kind and r['transport'] == tr and r['size'] == size]
@@ -177,8 +178,8 @@ def guest_tables(path, data):
     def rng(xs, digits):
         return f' ({min(xs):,.{digits}f}-{max(xs):,.{digits}f})' if len(xs) > 1 else ''
 
-    def paired(kind, size, f):
-        a = {r['round']: f(r) for r in sel(kind, 'lib', size)}
+    def paired(kind, size, f, lib='lib'):
+        a = {r['round']: f(r) for r in sel(kind, lib, size)}
         b = {r['round']: f(r) for r in sel(kind, 'tcp', size)}
         return [a[k] / b[k] for k in sorted(a) if k in b and b[k]]
 
@@ -218,17 +219,21 @@ def guest_tables(path, data):
                f"(rounds resampled; from {meta['rounds']} rounds the interval is about as wide as "
                'the spread of the rounds):')
     out.append('')
-    out.append('| size | one-way p50 (lower is better) | throughput MB/s (higher is better) | CPU per message (lower is better) |')
-    out.append('| ---: | ---: | ---: | ---: |')
-    for size in sizes:
-        out.append(f"| {size} | {eff_text(effect(paired('latency', size, lambda r: r['rtt_p50_ns'])))} | "
-                   f"{eff_text(effect(paired('throughput', size, lambda r: r['mb_per_s'])))} | "
-                   f"{eff_text(effect(paired('throughput', size, lambda r: r['guest_cpu_ns'] / r['count'])))} |")
-    e = effect(paired('throughput', 65536, lambda r: r['mb_per_s']))
-    if e:
-        out.append('')
-        out.append(f'- guest 64 KiB throughput, library / TCP over virtio-net: {eff_text(e)} '
-                   f'(target: at least 5)')
+    out.append('| library API | size | one-way p50 (lower is better) | throughput MB/s (higher is better) | CPU per message (lower is better) |')
+    out.append('| --- | ---: | ---: | ---: | ---: |')
+    names = {'lib': 'copy (ivc_send/ivc_recv)', 'lib-zc': 'zero-copy (ivc_reserve/ivc_peek)'}
+    for lib in libs:
+        for size in sizes:
+            out.append(f"| {names[lib]} | {size} | "
+                       f"{eff_text(effect(paired('latency', size, lambda r: r['rtt_p50_ns'], lib)))} | "
+                       f"{eff_text(effect(paired('throughput', size, lambda r: r['mb_per_s'], lib)))} | "
+                       f"{eff_text(effect(paired('throughput', size, lambda r: r['guest_cpu_ns'] / r['count'], lib)))} |")
+    out.append('')
+    for lib in libs:
+        e = effect(paired('throughput', 65536, lambda r: r['mb_per_s'], lib))
+        if e:
+            out.append(f'- guest 64 KiB throughput, library {names[lib]} / TCP over virtio-net: '
+                       f'{eff_text(e)} (target: at least 5)')
     return '\n'.join(out)
 
 
