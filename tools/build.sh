@@ -15,7 +15,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 # What the tests, the demo and the benchmarks use (QEMU's "all" would also
 # build every other qtest and tool).
 default_targets="qemu-system-x86_64 contrib/ivshmem-server/ivshmem-server
-contrib/ivshmem-client/ivshmem-client tests/qtest/ivshmem-test"
+contrib/ivshmem-client/ivshmem-client tests/qtest/ivshmem-test
+tests/unit/test-ivshmem-proto"
 # Debian's seabios, ipxe-qemu and qemu-system-data (tools/deps.sh).
 firmware_dirs="/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu"
 if [ "${1:-}" = --targets ]; then
