@@ -1273,6 +1273,27 @@ static void test_compat_no_share(void)
 }
 
 /*
+ * QEMU 10.0.2 starts with a reconnecting chardev (reconnect-ms), whose
+ * socket connects in the background: the device waits for it and for the
+ * server's setup.
+ */
+static void test_compat_reconnect_startup(void)
+{
+    FakeServer *srv = server_start(1 * MiB, 1, 0);
+    int local = server_join(srv, -1);
+    Guest *g;
+
+    g = guest_start(SLOT, "-M pc -chardev socket,id=c,path=%s,"
+                    "reconnect-ms=100 -device ivshmem-doorbell,chardev=c,"
+                    "vectors=1,addr=%d", srv->path, SLOT);
+    g_assert_cmpuint(reg_read(g, REG_IV_POSITION), ==, 1);
+    ring(g, local, 0);
+    g_assert_true(event_wait(server_efd(srv, local, 0), WAIT_MS));
+    guest_destroy(g);
+    server_stop(srv);
+}
+
+/*
  * Server tests
  */
 
@@ -4999,6 +5020,8 @@ int main(int argc, char **argv)
                    test_compat_property_types);
     qtest_add_func("/ivshmem/compat/master-auto", test_compat_master_auto);
     qtest_add_func("/ivshmem/compat/no-share", test_compat_no_share);
+    qtest_add_func("/ivshmem/compat/reconnect-startup",
+                   test_compat_reconnect_startup);
     qtest_add_func("/ivshmem/guest-errors-named", test_guest_errors_named);
     qtest_add_func("/ivshmem/server/2-peers", test_server_2_peers);
     qtest_add_func("/ivshmem/server/8-peers", test_server_8_peers);
