@@ -3,9 +3,18 @@
 # Export the series as git format-patch files against pristine QEMU 10.0.2.
 #
 # series/commits cuts series/ into ordered commits (see its header for the
-# format).  Every series item (series/files/*, series/patches/*.diff and
-# each line of series/removed) must belong to exactly one commit; an
-# unassigned item is an error, so a new file can't be silently dropped.
+# format).  Every series item (series/files/*, series/patches/*.diff,
+# series/steps/*.diff and each line of series/removed) must belong to
+# exactly one commit; an unassigned item is an error, so a new file can't
+# be silently dropped.
+#
+# series/ holds the final version of every file.  A file that evolves
+# over several commits is added whole by the first one; each later commit
+# that changes it lists a step (series/steps/NAME.diff, the forward diff
+# of that commit).  Its earlier versions are the final one with the later
+# steps reverse-applied, latest first, without fuzz: a step that no
+# longer reverse-applies (the final file was edited under it) stops the
+# export; tools/series-steps.sh regenerates the steps.
 #
 # The commits are built in a bare repository, straight into the index
 # (nothing is checked out, and upstream files the series deletes are
@@ -76,13 +85,27 @@ while IFS= read -r line || [ -n "$line" ]; do
             *) die "commits:$lineno: unexpected header line: $line" ;;
             esac
             ;;
-        body | cover) append_body "$line" ;;
+        cover)
+            case "$line" in
+            '@bench-summary '*'@')
+                # The benchmark summary, generated from its JSON.
+                json=${line#@bench-summary }
+                json=${json%@}
+                [ -f "$top/$json" ] || die "commits:$lineno: no $json"
+                summary=$(cd "$top" && python3 bench/report.py --cover "$json" 2>&1 <&-) ||
+                    die "commits:$lineno: bench/report.py --cover $json failed: $summary"
+                append_body "$summary"
+                ;;
+            *) append_body "$line" ;;
+            esac
+            ;;
+        body) append_body "$line" ;;
         paths)
             p=$(echo "$line" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
             [ -z "$p" ] && continue
             case "$p" in
-            files/* | patches/* | removed/*) ;;
-            *) die "commits:$lineno: path must start with files/, patches/ or removed/: $p" ;;
+            files/* | patches/* | removed/* | steps/*) ;;
+            *) die "commits:$lineno: path must start with files/, patches/, steps/ or removed/: $p" ;;
             esac
             patterns[ncommits - 1]+="$p"$'\n'
             ;;
@@ -102,12 +125,12 @@ done
 # --- List the series items and assign each to exactly one commit ----------
 for f in "$series"/*; do
     case "${f##*/}" in
-    files | patches | removed | commits) ;;
-    *) die "unknown series item ${f#"$top"/}: put it under files/ or patches/" ;;
+    files | patches | removed | steps | commits) ;;
+    *) die "unknown series item ${f#"$top"/}: put it under files/, patches/ or steps/" ;;
     esac
 done
 items=$(
-    (cd "$series" && find files patches -type f 2>/dev/null | sort)
+    (cd "$series" && find files patches steps -type f 2>/dev/null | sort)
     grep -v '^[[:space:]]*\(#\|$\)' "$series/removed" | sed 's|/*$||; s|^|removed/|'
 )
 declare -A owner=()
@@ -143,8 +166,8 @@ for item in $items; do
         unassigned=1
     fi
     case "$item" in
-    patches/*.diff) ;;
-    patches/*) die "series/$item: diffs must be named <qemu path>.diff" ;;
+    patches/*.diff | steps/*.diff) ;;
+    patches/* | steps/*) die "series/$item: diffs must be named *.diff" ;;
     esac
 done
 [ "$unassigned" = 0 ] || die "assign every series item to a commit in series/commits"
@@ -171,6 +194,31 @@ for item in $items; do
         [ -e "$pristine/${item#removed/}" ] || die "removed path ${item#removed/} is not upstream"
         ;;
     esac
+done
+
+# --- Steps: the files that evolve over several commits ---------------------
+declare -A intro=()      # QEMU path -> the commit that adds or patches it
+declare -A stepped=()    # QEMU path -> 1 if a step changes it
+for item in $items; do
+    case "$item" in
+    files/*) intro[${item#files/}]=${owner[$item]} ;;
+    patches/*) f=${item#patches/}; intro[${f%.diff}]=${owner[$item]} ;;
+    esac
+done
+step_items=$(printf '%s\n' $items | grep '^steps/' || true)
+for item in $step_items; do
+    i=${owner[$item]}
+    ! grep -q '^\(---\|+++\) /dev/null' "$series/$item" ||
+        die "series/$item adds or deletes a whole file: list it under files/ in its commit"
+    paths=$(sed -n 's|^+++ b/||p' "$series/$item" | sed 's/\t.*$//')
+    [ -n "$paths" ] || die "series/$item changes no file"
+    for f in $paths; do
+        [ -n "${intro[$f]:-}" ] ||
+            die "series/$item changes $f, which no commit adds or patches"
+        [ "${intro[$f]}" -lt "$i" ] ||
+            die "series/$item changes $f in commit $((i + 1)), which only comes in commit $((intro[$f] + 1))"
+        stepped[$f]=1
+    done
 done
 
 # --- The pristine base repository (cached) --------------------------------
@@ -214,6 +262,32 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export GIT_INDEX_FILE=$tmp/index
 git read-tree "$base"
+
+# Every version of the stepped files: the final one, then going back one
+# commit at a time, reverse-applying that commit's steps (last one first).
+# $tmp/version/I holds them as they are after commit I.
+cur=$tmp/current
+for f in "${!stepped[@]}"; do
+    mkdir -p "$cur/$(dirname "$f")"
+    if [ -e "$series/files/$f" ]; then
+        cp "$series/files/$f" "$cur/$f"
+    else
+        cp "$pristine/$f" "$cur/$f"
+        patch -s -p1 -d "$cur" --no-backup-if-mismatch -r - < "$series/patches/$f.diff" >&2 ||
+            die "series/patches/$f.diff does not apply to QEMU's $f"
+    fi
+done
+if [ "${#stepped[@]}" -gt 0 ]; then
+    for i in $(seq $((ncommits - 1)) -1 0); do
+        mkdir -p "$tmp/version/$i"
+        (cd "$cur" && cp -a --parents "${!stepped[@]}" "$tmp/version/$i/")
+        for item in $(printf '%s\n' $step_items | sort -r); do
+            [ "${owner[$item]}" = "$i" ] || continue
+            patch -s -R -F0 -p1 -d "$cur" --no-backup-if-mismatch -r - < "$series/$item" >&2 ||
+                die "series/$item does not reverse-apply to the later version of its files: regenerate the steps (tools/series-steps.sh)"
+        done
+    done
+fi
 
 # Does the series provide its own version of upstream file $1?
 provided() { [ -e "$series/files/$1" ]; }
@@ -333,6 +407,12 @@ for i in $(seq 0 $((ncommits - 1))); do
         if [ "${owner[$item]}" = "$i" ]; then
             apply_item "$item"
         fi
+    done
+    # The stepped files as they are after this commit.
+    for f in "${!stepped[@]}"; do
+        [ "${intro[$f]}" -le "$i" ] || continue
+        mode=$(git ls-files -s -- "$f" | awk '{print $1}')
+        add_blob "$mode" "$tmp/version/$i/$f" "$f"
     done
     if [ -n "$spread" ]; then
         apply_spread "$i" "$head"
