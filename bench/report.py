@@ -10,6 +10,10 @@
   report.py --readme README.md --json FILE
       replaces README.md's block between the "bench-table" markers with
       the table of FILE (--check: exit 1 if it differs instead).
+  report.py --cover FILE
+      the plain-text summary of FILE for the series' cover letter
+      (tools/export-series.sh puts it in place of an "@bench-summary FILE@"
+      line): ours against pristine 10.0.2, every configuration measured.
   report.py --stale-check README.md
       exit 1 unless the JSON README.md's table quotes measured the device
       and server files as they are in the tree (git blob hashes) with a
@@ -1145,6 +1149,72 @@ def run_gnuplot(script, pdir, name):
 
 # ---------------------------------------------------------------------------
 
+COVER_CONFIGS = {
+    'v1-ioeventfd-on': 'v=1 ioeventfd=on ',
+    'v1-ioeventfd-off': 'v=1 ioeventfd=off',
+    'v4-ioeventfd-on': 'v=4 ioeventfd=on ',
+    'v4-ioeventfd-off': 'v=4 ioeventfd=off',
+}
+
+
+def cover_summary(res, summ, json_rel):
+    """Lines of at most 72 columns: every configuration, ours/pristine as
+    the median per-round ratio with its 95 % bootstrap interval."""
+    other = 'pristine'
+    rounds = max((e['n'] for k in ('flood', 'deliver')
+                  for s in (summ.get(k) or {}).values()
+                  for e in [s['vs'][other]['effect']] if e), default=0)
+    out = ['Measured by bench/ (%s), TCG guests, %d' % (json_rel, rounds),
+           'interleaved rounds; ours / pristine 10.0.2 built with the same',
+           'flags, median of the per-round ratios (95 % bootstrap interval;',
+           'round trips: lower is better, rates: higher):',
+           '']
+
+    def row(label, e, extra=''):
+        out.append('  %-38s %s%s' % (label, effect_text(e), extra))
+    for t, s in (summ.get('doorbell') or {}).items():
+        row('round trip p50, %s' % COVER_CONFIGS.get(t, t),
+            s['vs'][other].get('effect'))
+    if summ.get('polling'):
+        row('polling round trip p50', summ['polling']['vs'][other]
+            .get('effect'))
+    for k, name in (('flood', 'doorbell writes/s'),
+                    ('deliver', 'deliveries/s')):
+        for t, s in (summ.get(k) or {}).items():
+            row('%s, %s' % (name, COVER_CONFIGS.get(t, t)),
+                s['vs'][other]['effect'])
+    bw = summ.get('bandwidth')
+    if bw:
+        row('guest memcpy into BAR2', bw['vs'][other]
+            .get('effect_write_MBps'))
+        row('guest memcpy out of BAR2', bw['vs'][other]
+            .get('effect_read_MBps'))
+    lost = sum(s[v]['lost'] for k in ('flood',)
+               for s in (summ.get(k) or {}).values() for v in ('ours',))
+    lost += sum(s['ours']['lost'] for s in (summ.get('doorbell') or {})
+                .values())
+    out.append('  %-38s %d' % ('doorbells lost (ours, every run)', lost))
+    if summ.get('join'):
+        a, b = summ['servers']
+        for e in sorted(summ['join'].values(),
+                        key=lambda e: (e['vectors'], e['peers'])):
+            if e['peers'] != 1000:
+                continue
+            d_a, d_b = e[a], e.get(b, {})
+            t_a = 'fails' if 'failed' in d_a else '%.1f s' % d_a['seconds']
+            t_b = 'fails' if 'failed' in d_b else '%.1f s' % \
+                d_b.get('seconds', 0)
+            out.append('  %-38s %s (10.0.2: %s)'
+                       % ('1000 peers join the server, -n %d'
+                          % e['vectors'], t_a, t_b))
+        sus = summ.get('sustained') or {}
+        if sus.get(a) and sus.get(b):
+            out.append('  %-38s %d (10.0.2: %d)'
+                       % ('peers the server holds, -n 1',
+                          sus[a]['peers'], sus[b]['peers']))
+    return '\n'.join(out)
+
+
 def main():
     args = sys.argv[1:]
     opts = {}
@@ -1157,6 +1227,11 @@ def main():
             opts[a] = args.pop(0)
     if '--stale-check' in opts:
         stale_check(opts['--stale-check'])
+        return
+    if '--cover' in opts:
+        path = opts['--cover']
+        res = json.load(open(path))
+        print(cover_summary(res, summarize(res), path))
         return
     if '--breakdown' in opts:
         res = json.load(open(opts['--breakdown']))
