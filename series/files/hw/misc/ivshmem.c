@@ -248,12 +248,22 @@ struct IvshmemState {
 
 /* Registers and interrupts */
 
-/* A guest error, naming the device: "ivshmem-doorbell 'id' at 0000:00:04.0" */
+/* How messages name the device: "ivshmem-doorbell 'id' at 0000:00:04.0" */
+static char *ivshmem_describe(IvshmemState *s)
+{
+    DeviceState *dev = DEVICE(s);
+    g_autofree char *path = qdev_get_dev_path(dev);
+
+    return g_strdup_printf("%s%s%s%s at %s", object_get_typename(OBJECT(s)),
+                           dev->id ? " '" : "", dev->id ? dev->id : "",
+                           dev->id ? "'" : "", path ? path : "?");
+}
+
+/* A guest error, naming the device */
 static void G_GNUC_PRINTF(2, 3) ivshmem_guest_error(IvshmemState *s,
                                                     const char *fmt, ...)
 {
-    DeviceState *dev = DEVICE(s);
-    g_autofree char *path = NULL;
+    g_autofree char *name = NULL;
     g_autofree char *msg = NULL;
     va_list ap;
 
@@ -263,11 +273,8 @@ static void G_GNUC_PRINTF(2, 3) ivshmem_guest_error(IvshmemState *s,
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    path = qdev_get_dev_path(dev);
-    qemu_log_mask(LOG_GUEST_ERROR, "%s%s%s%s at %s: %s\n",
-                  object_get_typename(OBJECT(s)), dev->id ? " '" : "",
-                  dev->id ? dev->id : "", dev->id ? "'" : "",
-                  path ? path : "?", msg);
+    name = ivshmem_describe(s);
+    qemu_log_mask(LOG_GUEST_ERROR, "%s: %s\n", name, msg);
 }
 
 static bool ivshmem_uses_intx(IvshmemState *s)
@@ -555,8 +562,6 @@ static void ivshmem_bells_start(IvshmemState *s)
 {
     static bool handler_installed;
     IvshmemBells *b = &s->bells;
-    g_autofree char *path = qdev_get_dev_path(DEVICE(s));
-    DeviceState *dev = DEVICE(s);
 
     if (!handler_installed) {
         struct sigaction sa = { .sa_handler = ivshmem_bell_tick };
@@ -566,10 +571,7 @@ static void ivshmem_bells_start(IvshmemState *s)
         sigaction(IVSHMEM_BELL_SIGNAL, &sa, NULL);
         handler_installed = true;
     }
-    b->name = g_strdup_printf("%s%s%s%s at %s",
-                              object_get_typename(OBJECT(s)),
-                              dev->id ? " '" : "", dev->id ? dev->id : "",
-                              dev->id ? "'" : "", path ? path : "?");
+    b->name = ivshmem_describe(s);
     qemu_mutex_init(&b->lock);
     qemu_cond_init(&b->cond);
     b->pending = g_hash_table_new_full(NULL, NULL, NULL, ivshmem_bell_free);
@@ -1438,8 +1440,7 @@ static void ivshmem_shrunk_report(void *opaque)
 {
     IvshmemState *s = opaque;
     IvshmemMapping *m = s->mapping;
-    DeviceState *dev = DEVICE(s);
-    g_autofree char *path = NULL;
+    g_autofree char *name = NULL;
     uint64_t from, file_size;
     int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
 
@@ -1464,14 +1465,12 @@ static void ivshmem_shrunk_report(void *opaque)
     }
     s->shrunk_last_report = now;
     s->shrunk_reported = from;
-    path = qdev_get_dev_path(dev);
-    warn_report("%s%s%s%s at %s: the shared memory shrank from 0x%" PRIx64
-                " to 0x%" PRIx64 " bytes (truncated by a process holding "
-                "it); BAR2 from offset 0x%" PRIx64 " on is no longer "
-                "shared: this VM reads zeroes there and keeps its writes; "
-                "share a sealed region (ivshmem-server --memfd) to prevent "
-                "it", object_get_typename(OBJECT(s)), dev->id ? " '" : "",
-                dev->id ? dev->id : "", dev->id ? "'" : "", path ? path : "?",
+    name = ivshmem_describe(s);
+    warn_report("%s: the shared memory shrank from 0x%" PRIx64 " to 0x%"
+                PRIx64 " bytes (truncated by a process holding it); BAR2 "
+                "from offset 0x%" PRIx64 " on is no longer shared: this VM "
+                "reads zeroes there and keeps its writes; share a sealed "
+                "region (ivshmem-server --memfd) to prevent it", name,
                 m->size, file_size, from);
 }
 

@@ -1513,6 +1513,32 @@ static bool qemu_has_sandbox(void)
            WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+/*
+ * LeakSanitizer needs /proc at exit and would fail the exit of a QEMU
+ * that runs in a chroot: turn the leak check off (ASan's other checks stay
+ * on) for the QEMUs started until asan_leaks_restore().
+ */
+static char *asan_leaks_off(void)
+{
+    char *saved = g_strdup(g_getenv("ASAN_OPTIONS"));
+    g_autofree char *opts = g_strdup_printf("%s%sdetect_leaks=0",
+                                            saved ? saved : "",
+                                            saved ? ":" : "");
+
+    g_setenv("ASAN_OPTIONS", opts, true);
+    return saved;
+}
+
+static void asan_leaks_restore(char *saved)
+{
+    if (saved) {
+        g_setenv("ASAN_OPTIONS", saved, true);
+    } else {
+        g_unsetenv("ASAN_OPTIONS");
+    }
+    g_free(saved);
+}
+
 static void test_server_confined(gconstpointer opaque)
 {
     const char *mode = opaque;
@@ -1520,7 +1546,7 @@ static void test_server_confined(gconstpointer opaque)
     bool sandbox = strstr(mode, "sandbox");
     g_autofree char *root = tmp_path("empty-root");
     g_autofree char *confine = NULL;
-    g_autofree char *asan = NULL;
+    char *asan = NULL;
     FakeServer *srv;
     Guest *qemus[2];
     int ids[2], i;
@@ -1537,17 +1563,8 @@ static void test_server_confined(gconstpointer opaque)
     confine = g_strdup_printf("%s%s%s", chroot ? "-run-with chroot=" : "",
                               chroot ? root : "",
                               sandbox ? " -sandbox on" : "");
-    /*
-     * In a sanitized build, LeakSanitizer needs /proc at exit and would
-     * fail QEMU's exit in the chroot: leave the leak check to the other
-     * tests (ASan's other checks stay on).
-     */
-    asan = g_strdup(g_getenv("ASAN_OPTIONS"));
     if (chroot) {
-        g_autofree char *opts = g_strdup_printf("%s%sdetect_leaks=0",
-                                                asan ? asan : "",
-                                                asan ? ":" : "");
-        g_setenv("ASAN_OPTIONS", opts, true);
+        asan = asan_leaks_off();
     }
     srv = server_start(1 * MiB, 2, 0);
     for (i = 0; i < 2; i++) {
@@ -1557,10 +1574,8 @@ static void test_server_confined(gconstpointer opaque)
         ids[i] = reg_read(qemus[i], REG_IV_POSITION);
         g_assert_cmpint(ids[i], ==, i);
     }
-    if (asan) {
-        g_setenv("ASAN_OPTIONS", asan, true);
-    } else {
-        g_unsetenv("ASAN_OPTIONS");
+    if (chroot) {
+        asan_leaks_restore(asan);
     }
     server_join(srv, -1);
     check_all_doorbells(srv, qemus, 2, ids);
@@ -4331,8 +4346,7 @@ static void test_isolation_bogus_fd_no_proc(void)
     g_autofree char *root = tmp_path("empty-root");
     g_autofree char *log = tmp_path("guest-errors");
     g_autofree char *text = NULL;
-    g_autofree char *asan = NULL;
-    g_autofree char *opts = NULL;
+    char *asan;
     FakeServer *srv;
     int real = make_eventfd();
     int fds[ARRAY_SIZE(kinds)];
@@ -4347,20 +4361,12 @@ static void test_isolation_bogus_fd_no_proc(void)
     }
     g_assert_cmpint(mkdir(root, 0755), ==, 0);
     srv = server_start(1 * MiB, 1, 0);
-    /* LeakSanitizer needs /proc at exit: as in test_server_confined() */
-    asan = g_strdup(g_getenv("ASAN_OPTIONS"));
-    opts = g_strdup_printf("%s%sdetect_leaks=0", asan ? asan : "",
-                           asan ? ":" : "");
-    g_setenv("ASAN_OPTIONS", opts, true);
+    asan = asan_leaks_off();
     g = guest_start(SLOT, "-M pc -run-with chroot=%s -d guest_errors -D %s "
                     "-chardev socket,id=c,path=%s -device ivshmem-doorbell,"
                     "chardev=c,vectors=1,addr=%d", root, log, srv->path,
                     SLOT);
-    if (asan) {
-        g_setenv("ASAN_OPTIONS", asan, true);
-    } else {
-        g_unsetenv("ASAN_OPTIONS");
-    }
+    asan_leaks_restore(asan);
     g_assert_cmpint(reg_read(g, REG_IV_POSITION), ==, 0);
     g_mutex_lock(&srv->lock);
     conn = srv->peers[0].conn;
