@@ -80,6 +80,12 @@ fi
 if [ "${BENCH_SAVE:-0}" = 1 ]; then
     res=$top/bench/results
     day=$(date -u +%Y-%m-%d)
+    # A second run the same day does not overwrite the first: -2, -3...
+    n=1
+    while [ -e "$res/$day.json" ]; do
+        n=$((n + 1))
+        day=$(date -u +%Y-%m-%d)-$n
+    done
     mkdir -p "$res"
     # Every run with its raw round trips: the page, the plots and
     # README.md's table are generated from this file alone.
