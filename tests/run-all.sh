@@ -143,22 +143,28 @@ for suite in "${selected[@]}"; do
     leftovers=$logs/$name.leftovers
     rm -f "$leftovers"
     start=$(date +%s)
+    # The TAP is the suite's stdout, kept on its own in $tap: a line that
+    # QEMU or a server writes to stderr in two parts must not glue itself
+    # to a test line.  The log has both streams, as they came, for humans.
+    tap=$logs/$name.tap
+    : > "$logs/$name.log"
     if [ -n "$san_logs" ]; then
         san_opts="log_path=$san_logs/$name"
         ASAN_OPTIONS="$ASAN_OPTIONS:$san_opts" UBSAN_OPTIONS="$UBSAN_OPTIONS:$san_opts" \
             python3 "$top/tests/reap.py" "$leftovers" \
             timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" "$suite" \
-            < /dev/null > "$logs/$name.log" 2>&1
+            < /dev/null 2>> "$logs/$name.log" | tee -a "$logs/$name.log" > "$tap"
+        rc=${PIPESTATUS[0]}
     else
         python3 "$top/tests/reap.py" "$leftovers" \
             timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" "$suite" \
-            < /dev/null > "$logs/$name.log" 2>&1
+            < /dev/null 2>> "$logs/$name.log" | tee -a "$logs/$name.log" > "$tap"
+        rc=${PIPESTATUS[0]}
     fi
-    rc=$?
     # Show the TAP lines and diagnostics, not the noise.
-    grep -E '^(ok|not ok|#|Bail out)' "$logs/$name.log" | grep -v '^# Start of\|^# End of'
+    grep -E '^(ok|not ok|#|Bail out)' "$tap" | grep -v '^# Start of\|^# End of'
     # Count with the plan: "p s t f problem..." from tap_count.
-    read -r p s t f problem < <(tap_count "$logs/$name.log")
+    read -r p s t f problem < <(tap_count "$tap")
     if [ -n "$problem" ]; then
         echo "not ok - suite $name: $problem (log: $logs/$name.log)"
         f=$((f + 1))
@@ -195,7 +201,7 @@ for suite in "${selected[@]}"; do
             skip_names+=("$name: ${what# }${why:+ [$why]}")
             ;;
         esac
-    done < <(grep -Ei '^((ok|not ok|1\.\.0)([ \t].*)?#[ \t]*(skip|todo([^a-z]|$))|#[ \t]*skip)' "$logs/$name.log")
+    done < <(grep -Ei '^((ok|not ok|1\.\.0)([ \t].*)?#[ \t]*(skip|todo([^a-z]|$))|#[ \t]*skip)' "$tap")
     # (files with only warnings, e.g. ASan's about QEMU's coroutines,
     # are not reports)
     reports=()
